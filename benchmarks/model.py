@@ -1,0 +1,287 @@
+"""Training-step throughput / peak memory / MFU of UViT per preset, attention backend, checkpointing, dtype.
+
+One step = forward + noise-prediction MSE + backward + AdamW step (fused on CUDA, foreach on CPU)
++ EMA update (rate 0.9999, uvit-reference §3). Usage (CPU, ~2-4 min):
+
+    python benchmarks/model.py                       # U-ViT-demo and U-ViT-S/2 at 32x32, batch 8
+    python benchmarks/model.py --presets U-ViT-L/2 --img-size 32 --in-chans 4 --batch-size 64 \
+        --dtypes fp32 bf16 --compile                 # on a GPU
+
+Backend "original_fp32_cast" re-implements the official attention path (uvit-reference §1.3 "flash"):
+q,k,v materialised with einops.rearrange and cast to float32 before SDPA. It is a measurement
+baseline only, patched onto the model's Attention modules here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+import time
+import types
+from pathlib import Path
+
+import einops
+import torch
+import torch.nn.functional as F
+
+from uvit_pipeline.models import Attention, build_uvit, train_step_flops
+
+BACKENDS = ("sdpa", "math", "xformers", "original_fp32_cast")
+# Dense peak FLOP/s by GPU name fragment (vendor datasheets): (bf16 tensor core, fp32, tf32).
+PEAK_FLOPS = {
+    "H200": (989e12, 67e12, 495e12),
+    "H100": (989e12, 67e12, 495e12),
+    "A100": (312e12, 19.5e12, 156e12),
+    "L4": (121e12, 30e12, 60e12),
+}
+
+
+def original_attention_forward(self: Attention, x: torch.Tensor) -> torch.Tensor:
+    """The official `flash` branch: rearrange via einops, explicit .float() on q/k/v, then SDPA."""
+    qkv = self.qkv(x)
+    qkv = einops.rearrange(qkv, "B L (K H D) -> K B H L D", K=3, H=self.num_heads).float()
+    q, k, v = qkv[0], qkv[1], qkv[2]
+    x = F.scaled_dot_product_attention(q, k, v)
+    x = einops.rearrange(x, "B H L D -> B L (H D)")
+    return self.proj(x)
+
+
+def set_backend(model: torch.nn.Module, backend: str) -> None:
+    if backend == "original_fp32_cast":
+        model.set_attention("sdpa")
+        for m in model.modules():
+            if isinstance(m, Attention):
+                m.forward = types.MethodType(original_attention_forward, m)
+    else:
+        model.set_attention(backend)
+
+
+class PeakMemory:
+    """Peak memory of a measured region: CUDA allocator peak, else process RSS high-water mark."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.method = "cuda.max_memory_allocated" if device.type == "cuda" else self._cpu_method()
+
+    @staticmethod
+    def _cpu_method() -> str:
+        try:  # Linux: writing 5 to clear_refs resets VmHWM, giving a per-config peak
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            return "VmHWM (reset per config)"
+        except OSError:
+            return "ru_maxrss (process lifetime)"
+
+    def reset(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        elif self.method.startswith("VmHWM"):
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+
+    def current_mb(self) -> float:
+        if self.device.type == "cuda":
+            return torch.cuda.memory_allocated(self.device) / 2**20
+        try:
+            with open("/proc/self/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        return int(line.split()[1]) / 1024
+        except OSError:
+            pass
+        return float("nan")
+
+    def peak_mb(self) -> float:
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device) / 2**20
+        if self.method.startswith("VmHWM"):
+            with open("/proc/self/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1]) / 1024
+        kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux
+        return kb / (2**20 if sys.platform == "darwin" else 1024)
+
+
+def peak_flops(device: torch.device, dtype: str, override_tflops: float | None) -> float | None:
+    if override_tflops:
+        return override_tflops * 1e12
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key, (bf16, fp32, tf32) in PEAK_FLOPS.items():
+        if key in name:
+            if dtype == "bf16":
+                return bf16
+            return tf32 if torch.backends.cuda.matmul.allow_tf32 else fp32
+    return None
+
+
+def run_one(args, preset, backend, ckpt, dtype, device, mem) -> dict:
+    torch.manual_seed(0)
+    kwargs = dict(img_size=args.img_size, in_chans=args.in_chans, num_classes=args.num_classes)
+    model = build_uvit(
+        preset, **kwargs, use_checkpoint=ckpt, checkpoint_every=args.checkpoint_every
+    )
+    model.to(device).train()
+    set_backend(model, backend)
+    ema = [p.detach().clone() for p in model.parameters()]
+    params = list(model.parameters())
+    fused = device.type == "cuda"
+    opt = torch.optim.AdamW(
+        params, lr=2e-4, weight_decay=0.03, betas=(0.99, 0.999), fused=fused, foreach=not fused
+    )
+    fwd = torch.compile(model) if args.compile else model
+    B, C, S = args.batch_size, args.in_chans, args.img_size
+    g = torch.Generator(device="cpu").manual_seed(1)
+    x0 = torch.randn(B, C, S, S, generator=g).to(device)
+    y = torch.randint(0, max(args.num_classes, 1), (B,), generator=g).to(device)
+    y = y if args.num_classes > 0 else None
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bf16")
+
+    def step():
+        t = torch.rand(B, device=device)
+        noise = torch.randn_like(x0)
+        xt = (1 - t).sqrt()[:, None, None, None] * x0 + t.sqrt()[:, None, None, None] * noise
+        with autocast:
+            loss = F.mse_loss(fwd(xt, 999 * t, y).float(), noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - 0.9999)
+        return loss
+
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    t0 = time.perf_counter()
+    for _ in range(args.warmup):
+        step()
+    sync()
+    warmup_s = time.perf_counter() - t0
+    mem.reset()
+    before_mb = mem.current_mb()
+    times = []
+    while len(times) < args.steps or sum(times) < args.min_time:
+        t0 = time.perf_counter()
+        loss = step()
+        sync()
+        times.append(time.perf_counter() - t0)
+    # Median step time: robust to other processes competing for a shared CPU.
+    steps_per_s = 1.0 / statistics.median(times)
+    flops = train_step_flops(model, B)
+    peak = peak_flops(device, dtype, args.peak_tflops)
+    return {
+        "preset": preset,
+        "backend": backend,
+        "checkpointing": ckpt,
+        "dtype": dtype,
+        "compile": args.compile,
+        "batch_size": B,
+        "img_size": S,
+        "params_M": round(sum(p.numel() for p in params) / 1e6, 3),
+        "images_per_s": round(steps_per_s * B, 3),
+        "step_ms": round(1000 / steps_per_s, 1),  # median over timed steps
+        "timed_steps": len(times),
+        "warmup_s": round(warmup_s, 2),
+        "peak_mem_mb": round(mem.peak_mb(), 1),
+        # peak minus memory held before the timed steps (params, optimizer state, previous garbage)
+        "peak_over_start_mb": round(mem.peak_mb() - before_mb, 1),
+        "achieved_tflops": round(flops * steps_per_s / 1e12, 4),
+        "mfu": round(flops * steps_per_s / peak, 4) if peak else None,
+        "final_loss": round(float(loss), 5),
+    }
+
+
+def run_isolated(args, preset, backend, ckpt, dtype) -> dict:
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    return run_one(args, preset, backend, ckpt, dtype, device, PeakMemory(device))
+
+
+def print_table(rows: list[dict]) -> None:
+    cols = ["preset", "backend", "checkpointing", "dtype", "batch_size", "images_per_s",
+            "step_ms", "peak_mem_mb", "peak_over_start_mb", "achieved_tflops", "mfu"]  # fmt: skip
+    widths = [max(len(c), *(len(str(r[c])) for r in rows)) for c in cols]
+    print(" | ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)))
+    print("-|-".join("-" * w for w in widths))
+    for r in rows:
+        print(" | ".join(str(r[c]).ljust(w) for c, w in zip(cols, widths, strict=True)))
+
+
+def write_json(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(payload, f, indent=2)
+    os.replace(tmp, path)  # atomic
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--presets", nargs="+", default=["U-ViT-demo", "U-ViT-S/2"])
+    p.add_argument("--img-size", type=int, default=32)
+    p.add_argument("--in-chans", type=int, default=3)
+    p.add_argument("--num-classes", type=int, default=-1, help="-1 = unconditional")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--backends", nargs="+", default=["sdpa", "math", "original_fp32_cast"],
+                   choices=BACKENDS)  # fmt: skip
+    p.add_argument("--checkpointing", nargs="+", default=["off", "on"], choices=["off", "on"])
+    p.add_argument("--checkpoint-every", type=int, default=1)
+    p.add_argument("--dtypes", nargs="+", default=["fp32"], choices=["fp32", "bf16"])
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--steps", type=int, default=3, help="timed steps per configuration")
+    p.add_argument("--min-time", type=float, default=2.0, help="keep timing until this many s")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--peak-tflops", type=float, default=None, help="override the MFU denominator")
+    p.add_argument("--output", type=Path, default=Path("benchmarks/results/model.json"))
+    p.add_argument("--no-isolate", dest="isolate", action="store_false",
+                   help="run all configs in this process (CPU peak memory then accumulates)")  # fmt: skip
+    p.add_argument("--threads", type=int, default=None,
+                   help="intra-op CPU threads (default 1 on CPU: on a shared machine multi-threaded "
+                   "timings swing 10-40x because of OpenMP barriers under preemption)")  # fmt: skip
+    args = p.parse_args(argv)
+    if args.threads is None:
+        args.threads = 1 if args.device == "cpu" else torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+
+    device = torch.device(args.device)
+    mem = PeakMemory(device)
+    rows = []
+    for preset in args.presets:
+        for dtype in args.dtypes:
+            for ckpt in args.checkpointing:
+                for backend in args.backends:
+                    job = (args, preset, backend, ckpt == "on", dtype)
+                    if args.isolate:  # fresh process: per-config peak RSS is not polluted
+                        with mp.get_context("spawn").Pool(1) as pool:
+                            row = pool.apply(run_isolated, job)
+                    else:
+                        row = run_one(*job, device, mem)
+                    rows.append(row)
+                    print(f"{preset} {backend} ckpt={ckpt} {dtype}: "
+                          f"{row['images_per_s']} img/s, {row['peak_mem_mb']} MB", flush=True)  # fmt: skip
+    print()
+    print_table(rows)
+    env = {
+        "torch": torch.__version__,
+        "device": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "memory_method": mem.method + (", one process per config" if args.isolate else ""),
+        "argv": sys.argv[1:] if argv is None else list(argv),
+    }
+    write_json(args.output, {"env": env, "results": rows})
+    print(f"\nwrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,3 @@
+"""uvit_pipeline: the U-ViT diffusion system as a Kedro project."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,275 @@
+"""Raw data set ingestion: list, validate by decoding, and tabulate (manifest + report).
+
+Layouts and rules: docs/data.md, uvit-reference §7.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from .cifar import read_cifar10, read_cifar10_batches
+from .images import ImageError, decode_rgb, read_bytes
+
+__all__ = [
+    "CHECKSUM_ALGORITHM",
+    "IMAGE_EXTENSIONS",
+    "MANIFEST_COLUMNS",
+    "REPORT_COLUMNS",
+    "read_cifar10",
+    "read_cifar10_batches",
+    "scan_celeba",
+    "scan_coco",
+    "scan_imagenet_folder",
+]
+
+log = logging.getLogger(__name__)
+
+# §7.1: extensions accepted by the official loader (compared case-insensitively).
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".gif"})
+CHECKSUM_ALGORITHM = "sha1"  # of the raw file bytes; also in manifest.attrs["checksum_algorithm"]
+MANIFEST_COLUMNS = ["path", "label", "class_name", "width", "height", "checksum"]
+REPORT_COLUMNS = ["path", "reason"]
+CELEBA_SPLITS = {"train": 0, "valid": 1, "test": 2, "all": None}  # list_eval_partition.txt codes
+
+
+@dataclass(frozen=True)
+class _Item:
+    """One file to validate: manifest path (posix, relative to root) + label info."""
+
+    rel: str
+    abspath: str
+    label: int
+    class_name: str
+    extra: tuple = ()
+
+
+def _default_workers() -> int:
+    return min(8, os.cpu_count() or 1)
+
+
+def _check(item: _Item) -> tuple[_Item, tuple | str]:
+    """Read, hash and fully decode one file -> (item, (w, h, checksum)) or (item, reason)."""
+    try:
+        data = read_bytes(item.abspath)
+        img = decode_rgb(data, item.abspath)
+    except ImageError as e:
+        return item, e.reason
+    return item, (img.width, img.height, hashlib.new(CHECKSUM_ALGORITHM, data).hexdigest())
+
+
+def _parallel_ordered(items: Iterable[_Item], workers: int) -> Iterator[tuple[_Item, tuple | str]]:
+    """Map `_check` over `items` with a bounded in-flight window, yielding in input order."""
+    window = max(1, workers) * 8  # bounds memory: at most this many decoded images alive
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:  # PIL/hashlib release the GIL
+        pending: deque = deque()
+        for item in items:
+            pending.append(pool.submit(_check, item))
+            if len(pending) >= window:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def _validate(
+    items: list[_Item], workers: int | None, progress: bool, desc: str, extra_cols: list[str]
+) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+    """Validate `items` in parallel; returns (manifest, report rows)."""
+    workers = _default_workers() if workers is None else int(workers)
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    rows, report = [], []
+    bar = tqdm(total=len(items), desc=desc, unit="img", disable=not progress, smoothing=0.05)
+    for item, res in _parallel_ordered(items, workers):
+        bar.update(1)
+        if isinstance(res, str):
+            report.append((item.rel, res))
+        else:
+            rows.append((item.rel, item.label, item.class_name, *res, *item.extra))
+    bar.close()
+    manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS + extra_cols)
+    manifest = manifest.astype({"label": "int64", "width": "int64", "height": "int64"})
+    manifest.attrs["checksum_algorithm"] = CHECKSUM_ALGORITHM
+    return manifest, report
+
+
+def _report_frame(rows: list[tuple[str, str]]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=REPORT_COLUMNS, dtype=object)
+
+
+def _sorted_walk(folder: Path) -> Iterator[Path]:
+    """All files under `folder`, sorted by name at every level (the §7.1 listing order)."""
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        if entry.is_dir():
+            yield from _sorted_walk(Path(entry.path))
+        else:
+            yield Path(entry.path)
+
+
+def _require_dir(path: Path, what: str) -> None:
+    if not path.is_dir():
+        raise FileNotFoundError(f"{what} not found: {path} does not exist or is not a directory")
+
+
+def scan_imagenet_folder(
+    root: str | os.PathLike,
+    split: str = "train",
+    workers: int | None = None,
+    progress: bool = True,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Scan `root/<split>/<class>/**` (ImageNet layout) -> (manifest, report).
+
+    Label = position of the class folder in the sorted list of ALL class folders of the split
+    (= wnid order, so indices match the official ones even if a folder is empty or fully rejected).
+    """
+    root = Path(root)
+    _require_dir(root, "ImageNet root")
+    split_dir = root / split
+    _require_dir(split_dir, f"ImageNet split {split!r}")
+    entries = sorted(os.scandir(split_dir), key=lambda e: e.name)
+    classes = [e.name for e in entries if e.is_dir()]
+    report: list[tuple[str, str]] = [
+        (f"{split}/{e.name}", "file outside class folder") for e in entries if not e.is_dir()
+    ]
+    items: list[_Item] = []
+    counts = {}
+    for label, name in enumerate(classes):
+        n_before = len(items)
+        for f in _sorted_walk(split_dir / name):
+            rel = f.relative_to(root).as_posix()
+            if f.suffix.lower() in IMAGE_EXTENSIONS:
+                items.append(_Item(rel, str(f), label, name))
+            else:
+                report.append((rel, "non-image extension"))
+        counts[name] = len(items) - n_before
+        if counts[name] == 0:
+            report.append((f"{split}/{name}", "empty class folder"))
+    if not items:
+        raise ValueError(f"no image files found under {split_dir}")
+    log.info("ImageNet %s: %d candidate files in %d classes", split, len(items), len(classes))
+    manifest, bad = _validate(items, workers, progress, f"scan {split}", [])
+    report.extend(bad)
+    if manifest.empty:
+        raise ValueError(f"no valid images under {split_dir} ({len(bad)} files rejected)")
+    valid = manifest["class_name"].value_counts()
+    for name in classes:
+        if counts[name] > 0 and valid.get(name, 0) == 0:
+            report.append((f"{split}/{name}", "class folder has no valid images"))
+    manifest.attrs["num_classes"] = len(classes)
+    return manifest, _report_frame(report)
+
+
+def _find_celeba_dir(root: Path) -> Path:
+    # Accept both `root/` and torchvision's `root/celeba/` layout.
+    for cand in (root, root / "celeba"):
+        if (cand / "list_eval_partition.txt").is_file() and (cand / "img_align_celeba").is_dir():
+            return cand
+    raise FileNotFoundError(
+        f"CelebA not found under {root}: expected img_align_celeba/ and list_eval_partition.txt"
+    )
+
+
+def scan_celeba(
+    root: str | os.PathLike,
+    split: str = "train",
+    workers: int | None = None,
+    progress: bool = True,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Scan aligned CelebA (`img_align_celeba/*.jpg` + `list_eval_partition.txt`) for `split`.
+
+    CelebA is unconditional here (§7.2): label 0, class_name "celeba"; order = partition file.
+    """
+    if split not in CELEBA_SPLITS:
+        raise ValueError(f"split must be one of {sorted(CELEBA_SPLITS)}, got {split!r}")
+    root = Path(root)
+    _require_dir(root, "CelebA root")
+    base = _find_celeba_dir(root)
+    want = CELEBA_SPLITS[split]
+    items, report = [], []
+    part_file = base / "list_eval_partition.txt"
+    for lineno, line in enumerate(part_file.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != 2 or parts[1] not in {"0", "1", "2"}:
+            raise ValueError(f"{part_file}:{lineno}: expected '<file> <0|1|2>', got {line!r}")
+        if want is not None and int(parts[1]) != want:
+            continue
+        f = base / "img_align_celeba" / parts[0]
+        rel = f.relative_to(root).as_posix()
+        if f.is_file():
+            items.append(_Item(rel, str(f), 0, "celeba"))
+        else:
+            report.append((rel, "missing file"))
+    if not items:
+        raise ValueError(f"no CelebA images for split {split!r} under {base}")
+    manifest, bad = _validate(items, workers, progress, f"scan celeba {split}", [])
+    if manifest.empty:
+        raise ValueError(f"no valid CelebA images for split {split!r} under {base}")
+    return manifest, _report_frame(report + bad)
+
+
+def scan_coco(
+    root: str | os.PathLike,
+    split: str = "train2014",
+    workers: int | None = None,
+    progress: bool = True,
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Scan COCO 2014 (`<split>/*.jpg` + `annotations/captions_<split>.json`).
+
+    Returns (manifest, report, captions). Manifest rows follow sorted image id (§7.3) and add
+    `image_id` and `caption_ids` (annotation-file order); captions = (caption_id, image_id, caption).
+    Label is 0 (text-conditioned data has no class).
+    """
+    root = Path(root)
+    _require_dir(root, "COCO root")
+    img_dir = root / split
+    _require_dir(img_dir, f"COCO image folder for split {split!r}")
+    ann_file = root / "annotations" / f"captions_{split}.json"
+    if not ann_file.is_file():
+        raise FileNotFoundError(f"COCO caption file not found: {ann_file}")
+    with open(ann_file, encoding="utf-8") as f:
+        ann = json.load(f)
+    if not isinstance(ann, dict) or "images" not in ann or "annotations" not in ann:
+        raise ValueError(f"{ann_file}: expected a JSON object with 'images' and 'annotations'")
+    caps: dict[int, list[int]] = {}
+    cap_rows = []
+    for a in ann["annotations"]:
+        caps.setdefault(int(a["image_id"]), []).append(int(a["id"]))
+        cap_rows.append((int(a["id"]), int(a["image_id"]), str(a["caption"]).strip()))
+    items, report = [], []
+    for im in sorted(ann["images"], key=lambda d: int(d["id"])):
+        iid = int(im["id"])
+        f = img_dir / im["file_name"]
+        rel = f.relative_to(root).as_posix()
+        if iid not in caps:
+            report.append((rel, "no captions"))
+        elif not f.is_file():
+            report.append((rel, "missing file"))
+        else:
+            items.append(_Item(rel, str(f), 0, "", (iid, caps[iid])))
+    if not items:
+        raise ValueError(f"no captioned COCO images found for {split!r} under {root}")
+    manifest, bad = _validate(
+        items, workers, progress, f"scan {split}", ["image_id", "caption_ids"]
+    )
+    if manifest.empty:
+        raise ValueError(f"no valid COCO images for {split!r} under {root}")
+    manifest["image_id"] = manifest["image_id"].astype("int64")
+    kept = set(manifest["image_id"].tolist())
+    captions = pd.DataFrame(
+        [r for r in cap_rows if r[1] in kept], columns=["caption_id", "image_id", "caption"]
+    )
+    # Stable sort keeps annotation-file order within an image (= order of `caption_ids`).
+    captions = captions.sort_values("image_id", kind="stable", ignore_index=True)
+    return manifest, _report_frame(report + bad), captions

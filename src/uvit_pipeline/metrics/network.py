@@ -1,0 +1,47 @@
+"""The feature network behind a Fréchet distance: FID Inception, or the demo's small classifier.
+
+A distance computed in the demo classifier's feature space is reported as ``demo_fd``, never ``fid``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+METRIC_NAMES = {"inception_v3_fid": "fid", "demo_classifier": "demo_fd"}
+
+
+def write_network_dir(out_dir: str | Path, info: dict) -> Path:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "network.json").write_text(json.dumps(info, indent=2))
+    return out
+
+
+def load_feature_network(path: str | Path, device: str = "cpu", batch_size: int = 200):
+    """Directory written by the fid_reference pipeline -> (info dict, features_fn(uint8 NCHW) -> (N, d))."""
+    path = Path(path)
+    info = json.loads((path / "network.json").read_text())
+    if info["network"] == "demo_classifier":
+        from .demo_classifier import classifier_features, load_classifier
+
+        model = load_classifier(path / "classifier.safetensors")
+
+        def features(images: np.ndarray) -> np.ndarray:
+            return classifier_features(model, images, batch_size=batch_size)
+
+        return info, features, model
+    from .fid import inception_activations, load_inception
+
+    model = load_inception(info.get("weights"), device=device)
+
+    def features(images: np.ndarray) -> np.ndarray:
+        return inception_activations(images, model, batch_size=batch_size, device=device)
+
+    return info, features, None
+
+
+FeatureFn = Callable[[np.ndarray], np.ndarray]

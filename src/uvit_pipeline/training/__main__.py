@@ -1,0 +1,49 @@
+"""Entry point run by `accelerate launch`: `python -m uvit_pipeline.training --config resolved.json`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from .config import TrainConfig
+from .loop import train
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m uvit_pipeline.training", description=__doc__)
+    parser.add_argument(
+        "--config", required=True, help="resolved TrainConfig JSON (TrainConfig.to_dict())"
+    )
+    args = parser.parse_args(argv)
+    # Only rank 0 talks at INFO; other ranks report warnings and errors (RANK is set by the launcher).
+    rank = int(os.environ.get("RANK", "0"))
+    logging.basicConfig(
+        level=logging.INFO if rank == 0 else logging.WARNING,
+        format=f"%(asctime)s [rank {rank}] %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    path = Path(args.config)
+    if not path.is_file():
+        parser.error(f"--config {path} does not exist")
+    config = TrainConfig.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    config.validate(num_processes=int(os.environ.get("WORLD_SIZE", "1")))
+    final = train(config)
+    logging.getLogger(__name__).info("Final checkpoint: %s", final)
+    _shutdown_process_group()
+    return 0
+
+
+def _shutdown_process_group() -> None:
+    # Instead of Accelerator.end_training(), which would also end the parent's MLflow run.
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,241 @@
+"""Typed, validated training configuration (uvit-reference §3.2, §4.4).
+
+Everything the launched child process needs travels in one JSON file written from `TrainConfig.to_dict()`.
+`validate()` runs before any compute and raises `ValueError` naming the dotted parameter
+(`model.*` for the network, `training.*` for everything else).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..models import PRESETS, UViT, resolve_kwargs
+from ..models.attention import ATTENTION_BACKENDS
+
+SCHEDULES = ("vp_continuous", "discrete")
+MIXED_PRECISION = ("no", "fp16", "bf16")
+DATA_KINDS = ("pixels", "latent_moments")
+# Kwargs the loop sets from training options; they are not `model.*` parameters.
+_LOOP_MODEL_KEYS = ("use_checkpoint", "attention", "checkpoint_every")
+
+
+@dataclass
+class DataConfig:
+    """Where the training features live and how they are turned into network inputs."""
+
+    path: str = ""
+    kind: str = "pixels"  # "pixels" (uint8 x) or "latent_moments" (fp16 moments, §4.5)
+    random_flip: bool = True
+    expected_meta: dict = field(default_factory=dict)  # checked with FeatureStore.verify_meta
+    scale_factor: float = 0.18215  # latent stores only (§4.5; 0.23010 for MS-COCO)
+    num_workers: int = 0
+
+
+@dataclass
+class TrainConfig:
+    """All knobs of one training run; defaults follow the official configs (§3.2, §4.4)."""
+
+    model: dict = field(default_factory=lambda: {"preset": "U-ViT-demo"})
+    schedule: str = "vp_continuous"
+    data: DataConfig = field(default_factory=DataConfig)
+    batch_size: int = 128  # GLOBAL batch, split evenly over processes
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.99, 0.999)
+    weight_decay: float = 0.03  # on ALL parameters (§4.4)
+    eps: float = 1e-8
+    warmup_steps: int = 2500
+    n_steps: int = 500_000
+    ema_rate: float = 0.9999
+    p_uncond: float = 0.0  # CFG label dropping (0.1 / 0.15 for latent ImageNet, §3.2)
+    mixed_precision: str = "no"
+    gradient_checkpointing: bool = False
+    checkpoint_every: int = 1
+    compile: bool = False
+    fused_adamw: bool = False
+    attention: str = "sdpa"
+    log_interval: int = 10
+    save_interval: int = 50_000
+    keep_last: int = 2
+    seed: int = 1234
+    run_dir: str = ""
+    resume: bool = True
+    cpu: bool = False
+    peak_tflops: float | None = None  # per-device peak for MFU; None = look up the GPU name
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """Build from a plain dict (YAML/JSON); unknown keys raise `ValueError` naming them."""
+        if not isinstance(d, dict):
+            raise ValueError(f"training config must be a mapping, got {type(d).__name__}")
+        d = dict(d)
+        _reject_unknown(d, cls, "training")
+        data = d.pop("data", {}) or {}
+        if isinstance(data, DataConfig):
+            data = dataclasses.asdict(data)
+        if not isinstance(data, dict):
+            raise ValueError(f"training.data must be a mapping, got {type(data).__name__}")
+        _reject_unknown(data, DataConfig, "training.data")
+        if "betas" in d and isinstance(d["betas"], list):
+            d["betas"] = tuple(d["betas"])
+        if "model" in d and d["model"] is not None:
+            d["model"] = dict(d["model"])
+        return cls(data=DataConfig(**data), **d)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict; `from_dict(to_dict())` round-trips."""
+        out = dataclasses.asdict(self)
+        out["betas"] = list(self.betas)
+        return out
+
+    def model_kwargs(self) -> dict[str, Any]:
+        """Full UViT constructor kwargs: preset + overrides + the loop's attention/checkpoint options."""
+        overrides = {k: v for k, v in self.model.items() if k != "preset"}
+        kwargs = resolve_kwargs(self.model.get("preset"), **overrides)
+        # §1.6: gradient checkpointing is a training option, not an architecture choice.
+        kwargs.update(
+            use_checkpoint=self.gradient_checkpointing,
+            attention=self.attention,
+            checkpoint_every=self.checkpoint_every,
+        )
+        return kwargs
+
+    def null_label(self) -> int | None:
+        """Index of the CFG null class (K = num_classes - 1, §1.1) when labels are dropped."""
+        if self.p_uncond > 0:
+            return int(self.model_kwargs()["num_classes"]) - 1
+        return None
+
+    def validate(self, num_processes: int = 1) -> TrainConfig:
+        """Raise `ValueError` naming the dotted key of the first bad value; returns self."""
+        _pos_int("training.batch_size", self.batch_size)
+        _pos_int("training.n_steps", self.n_steps)
+        _nonneg_int("training.warmup_steps", self.warmup_steps)
+        _pos_int("training.log_interval", self.log_interval)
+        _pos_int("training.save_interval", self.save_interval)
+        _pos_int("training.keep_last", self.keep_last)
+        _pos_int("training.checkpoint_every", self.checkpoint_every)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ValueError(f"training.seed must be an integer, got {self.seed!r}")
+        _pos_float("training.lr", self.lr)
+        _pos_float("training.eps", self.eps)
+        if not _is_real(self.weight_decay) or self.weight_decay < 0:
+            raise ValueError(f"training.weight_decay must be >= 0, got {self.weight_decay!r}")
+        betas = tuple(self.betas) if isinstance(self.betas, (list, tuple)) else ()
+        if len(betas) != 2 or not all(_is_real(b) and 0 <= b < 1 for b in betas):
+            raise ValueError(f"training.betas must be two numbers in [0, 1), got {self.betas!r}")
+        if not _is_real(self.ema_rate) or not 0 <= self.ema_rate <= 1:
+            raise ValueError(f"training.ema_rate must be in [0, 1], got {self.ema_rate!r}")
+        if not _is_real(self.p_uncond) or not 0 <= self.p_uncond < 1:
+            raise ValueError(f"training.p_uncond must be in [0, 1), got {self.p_uncond!r}")
+        _choice("training.schedule", self.schedule, SCHEDULES)
+        _choice("training.mixed_precision", self.mixed_precision, MIXED_PRECISION)
+        _choice("training.attention", self.attention, ATTENTION_BACKENDS)
+        if self.peak_tflops is not None:
+            _pos_float("training.peak_tflops", self.peak_tflops)
+        if not isinstance(self.run_dir, str) or not self.run_dir:
+            raise ValueError(f"training.run_dir must be a non-empty path, got {self.run_dir!r}")
+        _pos_int("launcher.num_processes", num_processes)
+        if self.batch_size % num_processes:
+            raise ValueError(
+                f"training.batch_size ({self.batch_size}) must be divisible by the number of "
+                f"processes ({num_processes})"
+            )
+        self._validate_data()
+        self._validate_model()
+        return self
+
+    def _validate_data(self) -> None:
+        d = self.data
+        if not isinstance(d.path, str) or not d.path:
+            raise ValueError(f"training.data.path must be a non-empty path, got {d.path!r}")
+        _choice("training.data.kind", d.kind, DATA_KINDS)
+        _pos_float("training.data.scale_factor", d.scale_factor)
+        _nonneg_int("training.data.num_workers", d.num_workers)
+        if not isinstance(d.expected_meta, dict):
+            raise ValueError(
+                f"training.data.expected_meta must be a mapping, got {d.expected_meta!r}"
+            )
+
+    def _validate_model(self) -> None:
+        if not isinstance(self.model, dict):
+            raise ValueError(f"model must be a mapping, got {type(self.model).__name__}")
+        preset = self.model.get("preset")
+        try:
+            kwargs = self.model_kwargs()
+        except ValueError as e:
+            if preset is not None and preset not in PRESETS:
+                raise ValueError(f"model.preset: {e}") from None
+            raise ValueError(f"model: {e}") from None
+        allowed = set(inspect.signature(UViT).parameters)
+        for key in self.model:
+            if key in _LOOP_MODEL_KEYS:
+                raise ValueError(
+                    f"model.{key} is set by the training options "
+                    "(training.gradient_checkpointing / attention / checkpoint_every)"
+                )
+            if key != "preset" and key not in allowed:
+                raise ValueError(f"model.{key} is not a UViT argument; known: {sorted(allowed)}")
+        for key in ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads"):
+            if key not in kwargs:
+                raise ValueError(f"model.{key} is required (not set by preset {preset!r})")
+            check = _nonneg_int if key == "depth" else _pos_int
+            check(f"model.{key}", kwargs[key])
+        if kwargs["img_size"] % kwargs["patch_size"]:
+            raise ValueError(
+                f"model.patch_size ({kwargs['patch_size']}) must divide model.img_size "
+                f"({kwargs['img_size']}) (uvit-reference §1.1)"
+            )
+        if kwargs["embed_dim"] % kwargs["num_heads"]:
+            raise ValueError(
+                f"model.num_heads ({kwargs['num_heads']}) must divide model.embed_dim "
+                f"({kwargs['embed_dim']})"
+            )
+        num_classes = kwargs.get("num_classes", -1)
+        if self.p_uncond > 0 and not (isinstance(num_classes, int) and num_classes > 1):
+            raise ValueError(
+                "training.p_uncond > 0 needs a class-conditional model with a null class "
+                f"(model.num_classes = K + 1), got model.num_classes={num_classes!r}"
+            )
+        if kwargs.get("clip_dim") is not None:
+            raise ValueError(
+                "model.clip_dim: text-conditional training is not supported by this loop "
+                "(feature stores carry labels only)"
+            )
+        if self.data.kind == "latent_moments" and kwargs["in_chans"] != 4:
+            raise ValueError(
+                f"model.in_chans must be 4 for latent_moments stores (§4.5), got {kwargs['in_chans']}"
+            )
+
+
+def _reject_unknown(d: dict, cls, prefix: str) -> None:
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in d:
+        if key not in known:
+            raise ValueError(f"{prefix}.{key} is not a known parameter; known: {sorted(known)}")
+
+
+def _is_real(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _pos_int(name: str, v) -> None:
+    if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {v!r}")
+
+
+def _nonneg_int(name: str, v) -> None:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {v!r}")
+
+
+def _pos_float(name: str, v) -> None:
+    if not _is_real(v) or not v > 0:
+        raise ValueError(f"{name} must be a positive number, got {v!r}")
+
+
+def _choice(name: str, v, options: tuple[str, ...]) -> None:
+    if v not in options:
+        raise ValueError(f"{name} must be one of {list(options)}, got {v!r}")

@@ -1,0 +1,323 @@
+"""The training program run by `accelerate launch` (uvit-reference §4.4, §4.5).
+
+`train(config)` works in-process too (one process, no launcher). Per step, §4.4:
+zero_grad -> loss -> backward (scaled under fp16) -> optimizer.step -> lr_scheduler.step -> EMA -> step += 1.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import gather_object, set_seed
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from ..diffusion import get_schedule, noise_prediction_loss
+from ..models import UViT, train_step_flops
+from . import checkpoint as ckpt
+from .config import TrainConfig
+from .ema import create_ema, ema_update
+from .monitor import JsonlWriter, param_hash, peak_flops, peak_memory_bytes, reset_peak_memory, sync
+from .sampler import ResumableSampler
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainObjects:
+    """Everything one update touches; `nnet` is the prepared (DDP / compiled) module, `raw` its weights."""
+
+    nnet: nn.Module
+    raw: UViT
+    ema: UViT
+    optimizer: torch.optim.Optimizer
+    lr_scheduler: torch.optim.lr_scheduler.LambdaLR
+    schedule: object
+    model_kwargs: dict
+
+
+def warmup_lambda(warmup_steps: int):
+    """§4.4 LR multiplier min(step / warmup, 1): the first update uses lr 0, no decay."""
+    if warmup_steps == 0:
+        return lambda step: 1.0
+    return lambda step: min(step / warmup_steps, 1.0)
+
+
+def make_optimizer(params, config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW over all parameters in one group, weight decay on everything (§4.4)."""
+    kw = dict(
+        lr=config.lr, betas=tuple(config.betas), eps=config.eps, weight_decay=config.weight_decay
+    )
+    if config.fused_adamw:
+        try:
+            return torch.optim.AdamW(params, fused=True, **kw)
+        except (RuntimeError, ValueError) as e:  # e.g. fused kernel missing on this device
+            logger.warning(
+                "fused AdamW unavailable on %s (%s); using the foreach kernel", device, e
+            )
+    return torch.optim.AdamW(params, **kw)
+
+
+def build_train_objects(
+    config: TrainConfig, accelerator: Accelerator, resume_state: dict | None = None
+) -> TrainObjects:
+    """Model (same init on every rank), fp32 EMA copy, AdamW, warmup LambdaLR; optionally restored."""
+    kwargs = config.model_kwargs()
+    torch.manual_seed(config.seed)  # identical init on all ranks, so the EMA copies agree too
+    raw = UViT(**kwargs).to(accelerator.device)
+    ema = create_ema(raw)
+    optimizer = make_optimizer(raw.parameters(), config, accelerator.device)
+    # Kept outside accelerator.prepare: AcceleratedScheduler would step num_processes times per update.
+    lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_lambda(config.warmup_steps))
+    if resume_state is not None:
+        raw.load_state_dict(resume_state["nnet"], strict=True)
+        ema.load_state_dict(resume_state["nnet_ema"], strict=True)
+        optimizer.load_state_dict(resume_state["optimizer"])  # moves state to the params' device
+        lr_scheduler.load_state_dict(resume_state["lr_scheduler"])
+    nnet = torch.compile(raw) if config.compile else raw
+    nnet, optimizer = accelerator.prepare(nnet, optimizer)
+    if resume_state is not None and resume_state.get("scaler") and accelerator.scaler is not None:
+        accelerator.scaler.load_state_dict(resume_state["scaler"])
+    schedule = get_schedule(config.schedule)
+    return TrainObjects(nnet, raw, ema, optimizer, lr_scheduler, schedule, kwargs)
+
+
+def train_step(
+    objs: TrainObjects, accelerator: Accelerator, x0: torch.Tensor, cond, ema_rate: float
+) -> torch.Tensor:
+    """One update in §4.4 order; returns this process's detached batch-mean loss."""
+    objs.optimizer.zero_grad(set_to_none=True)
+    # The prepared module runs under accelerate's autocast and returns fp32 (§4.4 mixed precision).
+    loss = noise_prediction_loss(objs.nnet, x0, objs.schedule, cond=cond).mean()
+    accelerator.backward(loss)
+    objs.optimizer.step()
+    objs.lr_scheduler.step()  # also when the fp16 scaler skipped the update (§4.4)
+    ema_update(objs.ema, objs.raw, ema_rate)
+    return loss.detach()
+
+
+def prepare_batch(batch, config: TrainConfig, device: torch.device, conditional: bool):
+    """FeatureDataset batch (x, label) -> (x0 fp32 network input, labels or None), §4.5.
+
+    Pixel items are already in [-1, 1]; latent items are moments (B, 8, h, w) from which a fresh
+    posterior sample is drawn every step, in fp32 and outside autocast, then scaled.
+    """
+    x, label = batch
+    x = x.to(device, non_blocking=True).float()
+    if config.data.kind == "latent_moments":
+        from ..encoders import sample_latents  # lazy: only latent runs need the encoders package
+
+        x = sample_latents(x, config.data.scale_factor, None)
+    cond = label.to(device, non_blocking=True).long() if conditional else None
+    return x, cond
+
+
+def _make_loader(config: TrainConfig, accelerator: Accelerator, start_step: int) -> DataLoader:
+    from ..data import FeatureDataset, FeatureStore  # lazy: keeps `import training` light
+
+    store = FeatureStore(config.data.path)
+    if config.data.expected_meta:
+        store.verify_meta(config.data.expected_meta)
+    if store.meta.get("kind") != config.data.kind:
+        raise ValueError(
+            f"training.data.kind is {config.data.kind!r} but store {store.root} holds "
+            f"{store.meta.get('kind')!r} features"
+        )
+    _check_store_shape(store, config)
+    rank = accelerator.process_index
+    dataset = FeatureDataset(
+        store,
+        random_flip=config.data.random_flip,
+        p_uncond=config.p_uncond,
+        null_label=config.null_label(),
+        # flips / label drops differ per rank and per resume point (workers add their own seed)
+        seed=config.seed + 7919 * rank + start_step,
+    )
+    sampler = ResumableSampler(
+        len(dataset),
+        config.batch_size,
+        rank,
+        accelerator.num_processes,
+        config.seed,
+        start_step,
+    )
+    return DataLoader(
+        dataset,
+        batch_size=config.batch_size // accelerator.num_processes,
+        sampler=sampler,
+        num_workers=config.data.num_workers,
+        pin_memory=accelerator.device.type == "cuda",
+        drop_last=True,
+        persistent_workers=config.data.num_workers > 0,
+    )
+
+
+def _check_store_shape(store, config: TrainConfig) -> None:
+    """Fail before training when the network input does not match the stored features."""
+    kw = config.model_kwargs()
+    if config.data.kind == "latent_moments":
+        shape = store.fields["moments"][0]  # (2, 2·C, h, w): [orig, flipped] moments
+        got = (shape[1] // 2, shape[2], shape[3])
+    else:
+        got = tuple(store.fields["x"][0])  # (C, H, W)
+    want = (kw["in_chans"], kw["img_size"], kw["img_size"])
+    if got != want:
+        raise ValueError(
+            f"model.in_chans/model.img_size give network inputs {want} but store {store.root} "
+            f"yields {got} ({config.data.kind})"
+        )
+
+
+def _init_trackers(config: TrainConfig) -> Accelerator:
+    # MLflow only when the parent passes a run (kedro-conventions §4.5). No config is logged: it
+    # would clash with kedro-mlflow's params; the resolved config is an artifact in run_dir instead.
+    use_mlflow = bool(os.environ.get("MLFLOW_RUN_ID"))
+    accelerator = Accelerator(
+        mixed_precision=config.mixed_precision,
+        cpu=config.cpu,
+        log_with="mlflow" if use_mlflow else None,
+    )
+    if use_mlflow:
+        accelerator.init_trackers(os.environ.get("MLFLOW_EXPERIMENT_NAME", "uvit_pipeline"))
+    return accelerator
+
+
+def train(config: TrainConfig) -> Path:
+    """Train (resuming from the newest complete state by default) and return `run_dir/final`."""
+    accelerator = _init_trackers(config)
+    config.validate(num_processes=accelerator.num_processes)
+    device, is_main = accelerator.device, accelerator.is_main_process
+    run_dir = Path(config.run_dir)
+    ckpt_root = run_dir / "ckpts"
+    if is_main:
+        ckpt_root.mkdir(parents=True, exist_ok=True)
+
+    latest = ckpt.find_latest_checkpoint(ckpt_root) if config.resume else None
+    state = ckpt.load_training_state(latest) if latest is not None else None
+    start_step = int(state["state"]["step"]) if state else 0
+    objs = build_train_objects(config, accelerator, state)
+    del state
+    # §4.4 seeds seed + rank; a resumed run re-seeds by step so its noise/t draws are fresh.
+    set_seed(config.seed + start_step, device_specific=True)
+    loader = _make_loader(config, accelerator, start_step)
+
+    metrics = JsonlWriter(run_dir / "metrics.jsonl", enabled=is_main)
+    events = JsonlWriter(run_dir / "events.jsonl", enabled=is_main)
+    events.write(
+        {
+            "event": "start",
+            "step": start_step,
+            "resumed_from": str(latest) if latest else None,
+            "num_processes": accelerator.num_processes,
+            "distributed_type": str(accelerator.distributed_type.value),
+        }
+    )
+    logger.info(
+        "Training from step %d to %d on %d process(es), device %s",
+        start_step,
+        config.n_steps,
+        accelerator.num_processes,
+        device,
+    )
+    resolved = {**config.to_dict(), "model_kwargs": objs.model_kwargs}
+    per_rank = config.batch_size // accelerator.num_processes
+    flops_step = train_step_flops(objs.model_kwargs, per_rank)
+    peak = peak_flops(device, config.peak_tflops)
+    conditional = objs.model_kwargs.get("num_classes", -1) > 0
+    if start_step >= config.n_steps:
+        logger.info("State at step %d already reaches n_steps; exporting only", start_step)
+
+    step, last_loss, t_start = start_step, None, time.time()
+    loss_sum, n_loss = torch.zeros((), device=device), 0
+    reset_peak_memory(device)
+    t_log, step_log = time.time(), step
+    batches = iter(loader)
+    bar = tqdm(
+        total=config.n_steps, initial=step, disable=not is_main, desc="train", dynamic_ncols=True
+    )
+    objs.nnet.train()
+    while step < config.n_steps:
+        x0, cond = prepare_batch(next(batches), config, device, conditional)
+        loss_sum += train_step(objs, accelerator, x0, cond, config.ema_rate)
+        n_loss += 1
+        step += 1
+        bar.update(1)
+        if step % config.log_interval == 0 or step == config.n_steps:
+            sync(device)
+            dt = max(time.time() - t_log, 1e-9)
+            last_loss = accelerator.reduce(loss_sum / n_loss, reduction="mean").item()
+            steps_s = (step - step_log) / dt
+            record = {
+                "step": step,
+                "loss": last_loss,
+                "lr": objs.lr_scheduler.get_last_lr()[0],
+                "steps_per_s": steps_s,
+                "images_per_s": steps_s * config.batch_size,
+                "peak_mem_bytes": peak_memory_bytes(device),
+            }
+            if peak is not None:
+                record["mfu"] = flops_step * steps_s / peak
+            metrics.write(record)
+            accelerator.log({k: v for k, v in record.items() if k != "step"}, step=step)
+            bar.set_postfix(loss=f"{last_loss:.4f}")
+            loss_sum.zero_()
+            reset_peak_memory(device)
+            n_loss, t_log, step_log = 0, time.time(), step
+        if step % config.save_interval == 0 or step == config.n_steps:
+            _save_state(config, accelerator, objs, step, resolved, ckpt_root, events)
+    bar.close()
+
+    # Equal hashes on every rank show that DDP kept the replicas (and their EMAs) in sync.
+    hashes = gather_object(
+        [
+            {
+                "rank": accelerator.process_index,
+                "nnet": param_hash(objs.raw),
+                "nnet_ema": param_hash(objs.ema),
+            }
+        ]
+    )
+    wall = time.time() - t_start
+    trained = step - start_step
+    summary = {
+        "steps": step,
+        "start_step": start_step,
+        "final_loss": last_loss,
+        "wall_time_s": wall,
+        "images_per_s": trained * config.batch_size / wall if trained else None,
+        "num_processes": accelerator.num_processes,
+        "rank_param_hashes": hashes,
+    }
+    final = run_dir / "final"
+    if is_main:
+        ckpt.export_final(final, objs.raw, objs.ema, resolved, summary)
+        events.write({"event": "end", "step": step, "final": str(final)})
+    metrics.close()
+    events.close()
+    accelerator.wait_for_everyone()
+    # Deliberately no accelerator.end_training(): its MLflow tracker would end the parent's run.
+    return final
+
+
+def _save_state(config, accelerator, objs, step, resolved, ckpt_root, events) -> None:
+    if accelerator.is_main_process:
+        path = ckpt.save_training_state(
+            ckpt_root,
+            step,
+            objs.raw,
+            objs.ema,
+            objs.optimizer,
+            objs.lr_scheduler,
+            {"config": resolved},
+            scaler=accelerator.scaler,
+            keep_last=config.keep_last,
+        )
+        events.write({"event": "checkpoint", "step": step, "path": str(path)})
+    accelerator.wait_for_everyone()

@@ -1,0 +1,80 @@
+"""Optimizer/LR rule, EMA math and the resumable sampler (uvit-reference §4.4)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from uvit_pipeline.training.ema import create_ema, ema_update
+from uvit_pipeline.training.loop import make_optimizer, warmup_lambda
+from uvit_pipeline.training.sampler import ResumableSampler
+
+from .conftest import tiny_config
+
+
+def _lrs_used(warmup: int, n: int, lr: float = 1.0) -> list[float]:
+    p = nn.Parameter(torch.zeros(1))
+    opt = torch.optim.AdamW([p], lr=lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_lambda(warmup))
+    used = []
+    for _ in range(n):
+        used.append(opt.param_groups[0]["lr"])  # lr the coming update uses
+        p.grad = torch.ones(1)
+        opt.step()
+        sched.step()
+    return used
+
+
+def test_warmup_first_update_uses_lr_zero():
+    # update k (1-indexed) uses lr·(k−1)/warmup, then constant (§4.4)
+    assert _lrs_used(warmup=4, n=7, lr=2.0) == [0.0, 0.5, 1.0, 1.5, 2.0, 2.0, 2.0]
+    assert _lrs_used(warmup=0, n=2) == [1.0, 1.0]
+
+
+def test_optimizer_one_group_decay_on_everything(tmp_path):
+    cfg = tiny_config(tmp_path, tmp_path, betas=(0.99, 0.99), lr=3e-4)
+    model = nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4))
+    opt = make_optimizer(model.parameters(), cfg, torch.device("cpu"))
+    assert isinstance(opt, torch.optim.AdamW) and len(opt.param_groups) == 1
+    g = opt.param_groups[0]
+    assert len(g["params"]) == 4  # weights, biases and norm params alike
+    assert (g["weight_decay"], g["betas"], g["eps"]) == (0.03, (0.99, 0.99), 1e-8)
+
+
+def test_ema_copy_and_update_math():
+    torch.manual_seed(0)
+    model = nn.Linear(3, 2)
+    ema = create_ema(model)
+    assert all(not p.requires_grad for p in ema.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(ema.parameters(), model.parameters(), strict=True))
+    before = [p.detach().clone() for p in ema.parameters()]
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    ema_update(ema, model, rate=0.9)
+    for e, b, m in zip(ema.parameters(), before, model.parameters(), strict=True):
+        torch.testing.assert_close(e, 0.9 * b + 0.1 * m)
+    ema_update(ema, model, rate=0.0)  # rate 0 = exact copy (how the original initialises)
+    assert all(torch.equal(a, b) for a, b in zip(ema.parameters(), model.parameters(), strict=True))
+
+
+def _take(sampler, k: int) -> list[int]:
+    it = iter(sampler)
+    return [next(it) for _ in range(k)]
+
+
+def test_sampler_resumes_and_shards_consistently():
+    n, gb = 10, 4
+    full = _take(ResumableSampler(n, gb, 0, 1, seed=3), 5 * gb)
+    # every epoch is a permutation
+    assert sorted(full[:n]) == list(range(n))
+    # resuming at step 2 continues exactly where step 2 starts
+    assert _take(ResumableSampler(n, gb, 0, 1, seed=3, start_step=2), 3 * gb) == full[2 * gb :]
+    # two ranks together read the same global batches as one process
+    r0 = _take(ResumableSampler(n, gb, 0, 2, seed=3), 2 * 3)
+    r1 = _take(ResumableSampler(n, gb, 1, 2, seed=3), 2 * 3)
+    merged = [x for s in range(3) for x in r0[2 * s : 2 * s + 2] + r1[2 * s : 2 * s + 2]]
+    assert merged == full[: 3 * gb]
+    with pytest.raises(ValueError, match="not divisible"):
+        ResumableSampler(n, 5, 0, 2, seed=0)
