@@ -4,6 +4,7 @@ One step = forward + noise-prediction MSE + backward + AdamW step (fused on CUDA
 + EMA update (rate 0.9999, uvit-reference §3). Usage (CPU, ~2-4 min):
 
     python benchmarks/model.py                       # U-ViT-demo and U-ViT-S/2 at 32x32, batch 8
+    python benchmarks/model.py --backends sdpa math original_fp32_cast --steps 3  # + math path
     python benchmarks/model.py --presets U-ViT-L/2 --img-size 32 --in-chans 4 --batch-size 64 \
         --dtypes fp32 bf16 --compile                 # on a GPU
 
@@ -124,85 +125,113 @@ def peak_flops(device: torch.device, dtype: str, override_tflops: float | None) 
     return None
 
 
-def run_one(args, preset, backend, ckpt, dtype, device, mem) -> dict:
-    torch.manual_seed(0)
-    kwargs = dict(img_size=args.img_size, in_chans=args.in_chans, num_classes=args.num_classes)
-    model = build_uvit(
-        preset, **kwargs, use_checkpoint=ckpt, checkpoint_every=args.checkpoint_every
-    )
-    model.to(device).train()
-    set_backend(model, backend)
-    ema = [p.detach().clone() for p in model.parameters()]
-    params = list(model.parameters())
-    fused = device.type == "cuda"
-    opt = torch.optim.AdamW(
-        params, lr=2e-4, weight_decay=0.03, betas=(0.99, 0.999), fused=fused, foreach=not fused
-    )
-    fwd = torch.compile(model) if args.compile else model
-    B, C, S = args.batch_size, args.in_chans, args.img_size
-    g = torch.Generator(device="cpu").manual_seed(1)
-    x0 = torch.randn(B, C, S, S, generator=g).to(device)
-    y = torch.randint(0, max(args.num_classes, 1), (B,), generator=g).to(device)
-    y = y if args.num_classes > 0 else None
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bf16")
+class Trainer:
+    """One benchmark configuration: model, AdamW, EMA and a fixed batch; `step()` is one training step."""
 
-    def step():
-        t = torch.rand(B, device=device)
+    def __init__(self, args, preset, backend, ckpt, dtype, device):
+        torch.manual_seed(0)
+        self.args, self.device, self.key = args, device, (preset, backend, ckpt, dtype)
+        kwargs = dict(img_size=args.img_size, in_chans=args.in_chans, num_classes=args.num_classes)
+        self.model = build_uvit(
+            preset, **kwargs, use_checkpoint=ckpt, checkpoint_every=args.checkpoint_every
+        )
+        self.model.to(device).train()
+        set_backend(self.model, backend)
+        self.params = list(self.model.parameters())
+        self.ema = [p.detach().clone() for p in self.params]
+        fused = device.type == "cuda"
+        self.opt = torch.optim.AdamW(
+            self.params, lr=2e-4, weight_decay=0.03, betas=(0.99, 0.999), fused=fused,
+            foreach=not fused,
+        )  # fmt: skip
+        self.fwd = torch.compile(self.model) if args.compile else self.model
+        B, C, S = args.batch_size, args.in_chans, args.img_size
+        g = torch.Generator(device="cpu").manual_seed(1)
+        self.x0 = torch.randn(B, C, S, S, generator=g).to(device)
+        y = torch.randint(0, max(args.num_classes, 1), (B,), generator=g).to(device)
+        self.y = y if args.num_classes > 0 else None
+        self.autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=dtype == "bf16")
+        self.times: list[float] = []
+        self.warmup_s = 0.0
+        self.loss = float("nan")
+
+    def step(self) -> float:
+        """Run one step (synchronised) and return its wall time in seconds."""
+        t0 = time.perf_counter()
+        B, x0 = self.x0.shape[0], self.x0
+        t = torch.rand(B, device=self.device)
         noise = torch.randn_like(x0)
         xt = (1 - t).sqrt()[:, None, None, None] * x0 + t.sqrt()[:, None, None, None] * noise
-        with autocast:
-            loss = F.mse_loss(fwd(xt, 999 * t, y).float(), noise)
-        opt.zero_grad(set_to_none=True)
+        with torch.autocast(**self.autocast):
+            loss = F.mse_loss(self.fwd(xt, 999 * t, self.y).float(), noise)
+        self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        opt.step()
-        with torch.no_grad():
-            torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - 0.9999)
-        return loss
+        self.opt.step()
+        with torch.no_grad():  # EMA 0.9999 (§3)
+            torch._foreach_lerp_(self.ema, [p.detach() for p in self.params], 1 - 0.9999)
+        self.loss = loss.item()  # also synchronises CUDA
+        return time.perf_counter() - t0
 
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    t0 = time.perf_counter()
-    for _ in range(args.warmup):
-        step()
-    sync()
-    warmup_s = time.perf_counter() - t0
-    mem.reset()
-    before_mb = mem.current_mb()
-    times = []
-    while len(times) < args.steps or sum(times) < args.min_time:
-        t0 = time.perf_counter()
-        loss = step()
-        sync()
-        times.append(time.perf_counter() - t0)
-    # Median step time: robust to other processes competing for a shared CPU.
-    steps_per_s = 1.0 / statistics.median(times)
-    flops = train_step_flops(model, B)
-    peak = peak_flops(device, dtype, args.peak_tflops)
-    return {
-        "preset": preset,
-        "backend": backend,
-        "checkpointing": ckpt,
-        "dtype": dtype,
-        "compile": args.compile,
-        "batch_size": B,
-        "img_size": S,
-        "params_M": round(sum(p.numel() for p in params) / 1e6, 3),
-        "images_per_s": round(steps_per_s * B, 3),
-        "step_ms": round(1000 / steps_per_s, 1),  # median over timed steps
-        "timed_steps": len(times),
-        "warmup_s": round(warmup_s, 2),
-        "peak_mem_mb": round(mem.peak_mb(), 1),
-        # peak minus memory held before the timed steps (params, optimizer state, previous garbage)
-        "peak_over_start_mb": round(mem.peak_mb() - before_mb, 1),
-        "achieved_tflops": round(flops * steps_per_s / 1e12, 4),
-        "mfu": round(flops * steps_per_s / peak, 4) if peak else None,
-        "final_loss": round(float(loss), 5),
-    }
+    def warmup(self) -> None:
+        self.warmup_s = sum(self.step() for _ in range(self.args.warmup))
+
+    def done(self) -> bool:
+        return len(self.times) >= self.args.steps and sum(self.times) >= self.args.min_time
+
+    def row(self, peak_mb=None, over_start_mb=None) -> dict:
+        preset, backend, ckpt, dtype = self.key
+        # Median step time: robust to other processes competing for a shared CPU.
+        steps_per_s = 1.0 / statistics.median(self.times)
+        flops = train_step_flops(self.model, self.args.batch_size)
+        peak = peak_flops(self.device, dtype, self.args.peak_tflops)
+        return {
+            "preset": preset,
+            "backend": backend,
+            "checkpointing": ckpt,
+            "dtype": dtype,
+            "compile": self.args.compile,
+            "batch_size": self.args.batch_size,
+            "img_size": self.args.img_size,
+            "params_M": round(sum(p.numel() for p in self.params) / 1e6, 3),
+            "images_per_s": round(steps_per_s * self.args.batch_size, 3),
+            "step_ms": round(1000 / steps_per_s, 1),
+            "timed_steps": len(self.times),
+            "warmup_s": round(self.warmup_s, 2),
+            "peak_mem_mb": peak_mb,
+            # peak minus memory held before the timed steps (params, optimizer state, garbage)
+            "peak_over_start_mb": over_start_mb,
+            "achieved_tflops": round(flops * steps_per_s / 1e12, 4),
+            "mfu": round(flops * steps_per_s / peak, 4) if peak else None,
+            "final_loss": round(self.loss, 5),
+        }
 
 
-def run_isolated(args, preset, backend, ckpt, dtype) -> dict:
+def run_one(args, preset, backend, ckpt, dtype) -> dict:
+    """Time one configuration alone and measure its peak memory."""
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    return run_one(args, preset, backend, ckpt, dtype, device, PeakMemory(device))
+    mem = PeakMemory(device)
+    trainer = Trainer(args, preset, backend, ckpt, dtype, device)
+    trainer.warmup()
+    mem.reset()
+    before = mem.current_mb()
+    while not trainer.done():
+        trainer.times.append(trainer.step())
+    peak = mem.peak_mb()
+    return trainer.row(round(peak, 1), round(peak - before, 1))
+
+
+def run_interleaved(args, preset, ckpt, dtype) -> list[dict]:
+    """Time all backends of one configuration round-robin in one process, so that load changes on a
+    shared machine hit every backend alike. Memory is not measured (it would mix backends)."""
+    device = torch.device(args.device)
+    trainers = [Trainer(args, preset, b, ckpt, dtype, device) for b in args.backends]
+    for tr in trainers:
+        tr.warmup()
+    while not all(tr.done() for tr in trainers):
+        for tr in trainers:
+            tr.times.append(tr.step())
+    return [tr.row() for tr in trainers]
 
 
 def print_table(rows: list[dict]) -> None:
@@ -230,18 +259,21 @@ def main(argv=None) -> None:
     p.add_argument("--in-chans", type=int, default=3)
     p.add_argument("--num-classes", type=int, default=-1, help="-1 = unconditional")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--backends", nargs="+", default=["sdpa", "math", "original_fp32_cast"],
+    p.add_argument("--backends", nargs="+", default=["sdpa", "original_fp32_cast"],
                    choices=BACKENDS)  # fmt: skip
     p.add_argument("--checkpointing", nargs="+", default=["off", "on"], choices=["off", "on"])
     p.add_argument("--checkpoint-every", type=int, default=1)
     p.add_argument("--dtypes", nargs="+", default=["fp32"], choices=["fp32", "bf16"])
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--steps", type=int, default=3, help="timed steps per configuration")
-    p.add_argument("--min-time", type=float, default=2.0, help="keep timing until this many s")
-    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--steps", type=int, default=2, help="min. timed steps per configuration")
+    p.add_argument("--min-time", type=float, default=1.0, help="keep timing until this many s")
+    p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--peak-tflops", type=float, default=None, help="override the MFU denominator")
     p.add_argument("--output", type=Path, default=Path("benchmarks/results/model.json"))
+    p.add_argument("--interleave", action="store_true",
+                   help="time the backends round-robin in one process (fair speed comparison on a "
+                   "busy machine; no memory figures)")  # fmt: skip
     p.add_argument("--no-isolate", dest="isolate", action="store_false",
                    help="run all configs in this process (CPU peak memory then accumulates)")  # fmt: skip
     p.add_argument("--threads", type=int, default=None,
@@ -258,16 +290,21 @@ def main(argv=None) -> None:
     for preset in args.presets:
         for dtype in args.dtypes:
             for ckpt in args.checkpointing:
-                for backend in args.backends:
-                    job = (args, preset, backend, ckpt == "on", dtype)
-                    if args.isolate:  # fresh process: per-config peak RSS is not polluted
-                        with mp.get_context("spawn").Pool(1) as pool:
-                            row = pool.apply(run_isolated, job)
-                    else:
-                        row = run_one(*job, device, mem)
-                    rows.append(row)
-                    print(f"{preset} {backend} ckpt={ckpt} {dtype}: "
-                          f"{row['images_per_s']} img/s, {row['peak_mem_mb']} MB", flush=True)  # fmt: skip
+                if args.interleave:
+                    new = run_interleaved(args, preset, ckpt == "on", dtype)
+                else:
+                    new = []
+                    for backend in args.backends:
+                        job = (args, preset, backend, ckpt == "on", dtype)
+                        if args.isolate:  # fresh process: per-config peak RSS is not polluted
+                            with mp.get_context("spawn").Pool(1) as pool:
+                                new.append(pool.apply(run_one, job))
+                        else:
+                            new.append(run_one(*job))
+                for row in new:
+                    print(f"{preset} {row['backend']} ckpt={ckpt} {dtype}: "
+                          f"{row['images_per_s']} img/s, peak {row['peak_mem_mb']} MB", flush=True)  # fmt: skip
+                rows.extend(new)
     print()
     print_table(rows)
     env = {
@@ -276,8 +313,11 @@ def main(argv=None) -> None:
         if device.type == "cuda"
         else platform.processor() or platform.machine(),
         "threads": torch.get_num_threads(),
-        "memory_method": mem.method + (", one process per config" if args.isolate else ""),
+        "memory_method": "not measured (--interleave)"
+        if args.interleave
+        else mem.method + (", one process per config" if args.isolate else ""),
         "argv": sys.argv[1:] if argv is None else list(argv),
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
     }
     write_json(args.output, {"env": env, "results": rows})
     print(f"\nwrote {args.output}")

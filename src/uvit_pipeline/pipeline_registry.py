@@ -8,6 +8,8 @@ DEFAULT_STAGES = ("demo_data", "ingestion", "features", "fid_reference", "traini
 
 
 def register_pipelines() -> dict[str, Pipeline]:
+    # Kedro 1.7 imports only the pipelines a run asks for; `__default__` exists when all stages are loaded.
     pipelines = find_pipelines(raise_errors=True)
-    pipelines["__default__"] = sum((pipelines[name] for name in DEFAULT_STAGES), Pipeline([]))
+    if all(name in pipelines for name in DEFAULT_STAGES):
+        pipelines["__default__"] = sum((pipelines[name] for name in DEFAULT_STAGES), Pipeline([]))
     return pipelines

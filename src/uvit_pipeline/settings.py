@@ -17,6 +17,6 @@ CONFIG_LOADER_ARGS = {
     "merge_strategy": {"parameters": "soft", "mlflow": "soft", "globals": "soft"},
 }
 
-from uvit_pipeline.hooks import ValidateParameters  # noqa: E402
+from uvit_pipeline.hooks import LogArtifacts, ValidateParameters  # noqa: E402
 
-HOOKS = (ValidateParameters(),)
+HOOKS = (ValidateParameters(), LogArtifacts())

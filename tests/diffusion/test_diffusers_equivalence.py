@@ -19,8 +19,8 @@ import torch
 from uvit_pipeline.diffusion import VPSDE, DiscreteSchedule, sample
 from uvit_pipeline.diffusion.samplers import fast_orders
 
-from .conftest import perturbed_eps_fn
 from .reference import RefDiscrete, RefVP, ref_dpm_solver, ref_dpm_solver_pp
+from .toy import perturbed_eps_fn
 
 pytest.importorskip("diffusers")
 from diffusers import DPMSolverSinglestepScheduler  # noqa: E402

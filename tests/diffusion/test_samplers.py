@@ -10,8 +10,8 @@ import torch
 from uvit_pipeline.diffusion import SAMPLERS, VPSDE, DiscreteSchedule, sample
 from uvit_pipeline.diffusion.samplers import fast_orders
 
-from .conftest import CountingEps, gaussian_eps_fn, perturbed_eps_fn
 from .reference import RefDiscrete, RefVP, ref_dpm_solver, ref_dpm_solver_pp, ref_euler_maruyama
+from .toy import CountingEps, gaussian_eps_fn, perturbed_eps_fn
 
 F64 = torch.float64
 

@@ -31,7 +31,9 @@ def test_frechet_distance_matches_pytorch_fid(dim):
     ours = fid.frechet_distance(mu1, s1, mu2, s2)
     assert isinstance(ours, float)
     assert ours == pytest.approx(expected, rel=1e-8, abs=1e-8)
-    assert fid.frechet_distance(mu1, s1, mu2, s2, method="eigh") == pytest.approx(expected, rel=1e-6)
+    assert fid.frechet_distance(mu1, s1, mu2, s2, method="eigh") == pytest.approx(
+        expected, rel=1e-6
+    )
 
 
 def test_frechet_distance_identical_is_zero_and_singular_is_finite():

@@ -188,6 +188,8 @@ def test_forward_errors():
     unc = UViT(**TINY)
     txt = UViT(**VARIANTS["text"])
     x, t = torch.randn(2, 3, 8, 8), torch.tensor([1.0, 2.0])
+    with pytest.raises(ValueError, match="timesteps must be"):
+        unc(x, torch.tensor([1.0, 2.0, 3.0]))
     with pytest.raises(ValueError, match="y .*required"):
         cls(x, t)
     with pytest.raises(ValueError, match="y must have shape"):

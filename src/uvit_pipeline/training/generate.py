@@ -43,7 +43,7 @@ def generate_samples(
     for lo in tqdm(range(0, n, batch_size), desc="sampling", unit="batch", disable=not progress):
         b = min(batch_size, n - lo)
         x_T = torch.randn((b, *sample_shape), generator=gen).to(device)
-        cond = labels[lo:lo + b].to(device) if labels is not None else None
+        cond = labels[lo : lo + b].to(device) if labels is not None else None
         null = None
         if cond is not None and cfg_scale > 0:
             null = torch.full_like(cond, null_label)
@@ -63,5 +63,7 @@ def image_grid(images: np.ndarray, columns: int) -> np.ndarray:
     grid = np.full((rows * (h + g) + g, columns * (w + g) + g, c), 255, dtype=np.uint8)
     for i, img in enumerate(images):
         r, col = divmod(i, columns)
-        grid[g + r * (h + g): g + r * (h + g) + h, g + col * (w + g): g + col * (w + g) + w] = img.transpose(1, 2, 0)
+        grid[g + r * (h + g) : g + r * (h + g) + h, g + col * (w + g) : g + col * (w + g) + w] = (
+            img.transpose(1, 2, 0)
+        )
     return grid

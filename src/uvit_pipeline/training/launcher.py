@@ -117,6 +117,10 @@ def build_launch_command(
     ]
     if main_process_ip:
         cmd += ["--main_process_ip", main_process_ip]
+    if cpu:
+        # Explicit, so accelerate neither guesses nor warns: the cores split over local processes.
+        local = max(1, num_processes // num_machines)
+        cmd += ["--num_cpu_threads_per_process", str(max(1, (os.cpu_count() or 1) // local))]
     cmd += ["-m", "uvit_pipeline.training", "--config", str(config_path)]
     return cmd
 

@@ -31,7 +31,22 @@ def _class_setup(config: dict) -> tuple[int | None, int | None]:
     return num_classes, None
 
 
-def evaluate(uvit_checkpoint: str, reference_stats: dict, feature_network: str, evaluation: dict):
+def _decoder(config: dict, evaluation: dict, features: dict, device):
+    """Latent models: z -> image in [-1, 1] through the autoencoder's decoder, in chunks (§5.3)."""
+    if config.get("data", {}).get("kind") != "latent_moments":
+        return None
+    from uvit_pipeline.encoders.autoencoder import decode_latents
+    from uvit_pipeline.pipelines.features.nodes import open_autoencoder
+
+    vae = open_autoencoder(evaluation.get("autoencoder") or features["autoencoder"], device)
+    autocast = torch.float16 if device.type == "cuda" else None  # §4.4: decoding under fp16 autocast
+    scale = float(config["data"]["scale_factor"])
+    return lambda z: decode_latents(vae, z, scale, chunk_size=evaluation["decode_batch_size"],
+                                    autocast_dtype=autocast)
+
+
+def evaluate(uvit_checkpoint: str, reference_stats: dict, feature_network: str, evaluation: dict,
+             features: dict):
     """Sample with the EMA weights, compute the Fréchet distance to the reference (named after the
     feature network: `fid` or `demo_fd`), class accuracy for class-conditional demo models, and a grid."""
     validate_evaluation(evaluation)
@@ -48,7 +63,8 @@ def evaluate(uvit_checkpoint: str, reference_stats: dict, feature_network: str, 
     labels = None if n_real is None else torch.randint(0, n_real, (evaluation["n_samples"],), generator=gen)
     common = dict(batch_size=evaluation["batch_size"], sample_shape=shape, sampler=evaluation["sampler"],
                   steps=evaluation["steps"], null_label=null, cfg_scale=evaluation["cfg_scale"],
-                  clip_x0=evaluation["clip_x0"], device=device)
+                  clip_x0=evaluation["clip_x0"], device=device,
+                  decode=_decoder(config, evaluation, features, device))
     samples = generate_samples(nnet, schedule, n=evaluation["n_samples"], labels=labels,
                                seed=evaluation["seed"], **common)
 

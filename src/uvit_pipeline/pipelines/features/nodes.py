@@ -22,14 +22,25 @@ def _staging_dir(meta: dict, manifest: pd.DataFrame) -> Path:
     return STAGING / hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
+def open_autoencoder(spec: str, device):
+    """`features.autoencoder` / `evaluation.autoencoder`: a local diffusers directory, a Hugging Face id, or
+    `id:subfolder` (e.g. `CompVis/stable-diffusion-v1-4:vae`)."""
+    from uvit_pipeline.encoders.autoencoder import load_autoencoder
+
+    name, subfolder = spec, None
+    if ":" in spec and not Path(spec).exists():
+        name, subfolder = spec.split(":", 1)
+    return load_autoencoder(name, device=device, subfolder=subfolder)
+
+
 def _latent_encoder(features: dict):
     """uint8 (B,3,R,R) -> moments (B,8,R/8,R/8) with the configured autoencoder, batched on the device."""
     import torch
 
-    from uvit_pipeline.encoders.autoencoder import autoencoder_identity, encode_moments, load_autoencoder
+    from uvit_pipeline.encoders.autoencoder import autoencoder_identity, encode_moments
 
     device = torch.device(features.get("device", "cpu"))
-    vae = load_autoencoder(features["autoencoder"], device=device)
+    vae = open_autoencoder(features["autoencoder"], device)
 
     @torch.no_grad()
     def encode(images: np.ndarray) -> np.ndarray:

@@ -22,7 +22,7 @@ def _store_images(store_path: str, limit: int | None) -> tuple[np.ndarray, np.nd
         raise ValueError(f"Reference statistics are computed from a pixel feature store; '{store_path}' holds "
                          f"{store.meta['kind']}. Set fid.reference_stats_file to the official fid_stats .npz.")
     n = len(store) if limit is None else min(limit, len(store))
-    return np.asarray(store.fields["x"][:n]), np.asarray(store.fields["label"][:n])
+    return store.read_all("x")[:n], store.read_all("label")[:n]
 
 
 def _new_dir() -> Path:

@@ -48,9 +48,15 @@ def train_uvit(image_features: str, model: dict, training: dict, launcher: dict,
     env = {}
     run = mlflow.active_run()
     if run is not None:  # rank 0 of the child logs its curves into the run kedro-mlflow opened
-        env = {"MLFLOW_RUN_ID": run.info.run_id, "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri()}
+        env = {"MLFLOW_RUN_ID": run.info.run_id, "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri(),
+               "MLFLOW_EXPERIMENT_ID": run.info.experiment_id}
         mlflow.set_tag("training.run_dir", config.run_dir)
-    final = launch(config, launcher, env_extra=env)
+    final = launch(config, num_processes=int(launcher.get("num_processes", 1)),
+                   num_machines=int(launcher.get("num_machines", 1)), machine_rank=int(launcher.get("machine_rank", 0)),
+                   main_process_ip=launcher.get("main_process_ip"), main_process_port=launcher.get("main_process_port"),
+                   env_extra=env)
+    if run is not None:  # MLflow's atexit handler in the child marks the shared run FINISHED; undo that
+        mlflow.MlflowClient().update_run(run.info.run_id, status="RUNNING")
     summary = json.loads((Path(final) / "summary.json").read_text())
     log.info("Training finished: %s", summary)
     return str(final), summary
