@@ -22,6 +22,7 @@ def project_copy(tmp_path_factory) -> Path:
     for name in ("conf", "pyproject.toml", ".telemetry"):
         src = ROOT / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, dst / name)
+    shutil.copytree(ROOT / "src", dst / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     for layer in ("01_raw", "02_intermediate", "04_feature", "05_model_input", "06_models",
                   "07_model_output", "08_reporting"):
         (dst / "data" / layer).mkdir(parents=True)

@@ -36,6 +36,39 @@ def _crop_uint8(img, crop: str, resolution: int) -> np.ndarray:
     return to_uint8_chw(CROPS[crop](img, resolution))
 
 
+def _decoder(raw_root: Path, manifest: pd.DataFrame, crop: str, resolution: int,
+             array_source: np.ndarray | None) -> Callable[[int], np.ndarray]:
+    """Row index -> cropped uint8 (3, R, R) image, from files under ``raw_root`` or an in-memory array."""
+
+    def decode(i: int) -> np.ndarray:
+        if array_source is not None:
+            from PIL import Image
+
+            img = Image.fromarray(array_source[int(manifest["index"].iat[i])].transpose(1, 2, 0))
+            return _crop_uint8(img, crop, resolution)
+        return _crop_uint8(load_rgb(raw_root / manifest["path"].iat[i]), crop, resolution)
+
+    return decode
+
+
+def in_memory_source(raw_root: str | Path, source: str, split: str) -> np.ndarray | None:
+    """Images of data sets distributed as arrays (CIFAR-10's python batches), else None (files)."""
+    if source != "cifar10":
+        return None
+    from .cifar import read_cifar10
+
+    return read_cifar10(raw_root, split=split)[0]
+
+
+def load_images(raw_root: str | Path, manifest: pd.DataFrame, *, crop: str, resolution: int,
+                limit: int | None = None, workers: int = 2, array_source: np.ndarray | None = None) -> np.ndarray:
+    """The first ``limit`` manifest images, preprocessed as for features, as uint8 (N, 3, R, R)."""
+    n = len(manifest) if limit is None else min(limit, len(manifest))
+    decode = _decoder(Path(raw_root), manifest, crop, resolution, array_source)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return np.stack(list(pool.map(decode, range(n))))
+
+
 def _batches(n: int, start: int, batch_size: int) -> Iterator[tuple[int, int]]:
     for lo in range(start, n, batch_size):
         yield lo, min(lo + batch_size, n)

@@ -152,3 +152,12 @@ def autoencoder_identity(vae: AutoencoderKL, name_or_path: str | os.PathLike) ->
         "layers_per_block": int(cfg.layers_per_block),
         "config_scaling_factor": float(cfg.scaling_factor),
     }
+
+
+def load_autoencoder_spec(spec: str, device: str | torch.device = "cpu") -> AutoencoderKL:
+    """Load from a parameter value: a local diffusers directory, a Hugging Face id, or `id:subfolder`
+    (e.g. `CompVis/stable-diffusion-v1-4:vae`)."""
+    name, subfolder = str(spec), None
+    if ":" in name and not Path(name).exists():
+        name, subfolder = name.split(":", 1)
+    return load_autoencoder(name, device=device, subfolder=subfolder)

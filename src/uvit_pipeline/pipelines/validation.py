@@ -68,7 +68,7 @@ def validate_fid(p: dict[str, Any]) -> None:
 
 def validate_evaluation(p: dict[str, Any]) -> None:
     _choice("evaluation", p, "sampler", SAMPLERS)
-    for key in ("steps", "n_samples", "batch_size", "grid_columns"):
+    for key in ("steps", "n_samples", "batch_size", "grid_columns", "num_processes", "decode_batch_size"):
         _positive_int("evaluation", p, key)
     scale = p.get("cfg_scale", 0.0)
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or scale < 0:

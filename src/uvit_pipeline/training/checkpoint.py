@@ -173,8 +173,12 @@ def export_final(
     return final
 
 
-def load_checkpoint_dir(path: str | os.PathLike) -> tuple[dict, dict, dict]:
-    """(config dict, EMA state_dict, raw state_dict) of a final export or a `<step>.ckpt` dir."""
+def load_checkpoint_dir(path: str | os.PathLike) -> tuple[dict, dict, dict | None]:
+    """(config dict, EMA state_dict, raw state_dict) of a final export or a `<step>.ckpt` dir.
+
+    The raw state_dict is None when the directory holds EMA weights only (an imported official
+    checkpoint: the released `.pth` files are the EMA networks, §3.3).
+    """
     p = Path(path)
     if not p.is_dir():
         raise FileNotFoundError(f"checkpoint directory {p} does not exist")
@@ -184,10 +188,11 @@ def load_checkpoint_dir(path: str | os.PathLike) -> tuple[dict, dict, dict]:
         config = json.loads((p / "state.json").read_text(encoding="utf-8")).get("config", {})
     else:
         raise FileNotFoundError(f"{p} has neither config.json nor state.json")
-    for f in ("nnet_ema.safetensors", "nnet.safetensors"):
-        if not (p / f).is_file():
-            raise FileNotFoundError(f"checkpoint directory {p} lacks {f}")
-    return config, load_file(p / "nnet_ema.safetensors"), load_file(p / "nnet.safetensors")
+    if not (p / "nnet_ema.safetensors").is_file():
+        raise FileNotFoundError(f"checkpoint directory {p} lacks nnet_ema.safetensors")
+    raw_file = p / "nnet.safetensors"
+    raw = load_file(raw_file) if raw_file.is_file() else None
+    return config, load_file(p / "nnet_ema.safetensors"), raw
 
 
 def load_uvit_from_checkpoint(path: str | os.PathLike, which: str = "ema") -> UViT:
@@ -198,6 +203,11 @@ def load_uvit_from_checkpoint(path: str | os.PathLike, which: str = "ema") -> UV
     kwargs = config.get("model_kwargs")
     if not isinstance(kwargs, dict):
         raise ValueError(f"{Path(path) / 'config.json'} has no 'model_kwargs' mapping")
+    if which == "raw" and raw_state is None:
+        raise ValueError(
+            f"checkpoint directory {path} holds EMA weights only (no nnet.safetensors, e.g. an "
+            "imported official checkpoint): load it with which='ema' (evaluation.use_ema: true)"
+        )
     # Gradient checkpointing only matters for training; weights are identical either way.
     model = UViT(**{**kwargs, "use_checkpoint": False})
     model.load_state_dict(ema_state if which == "ema" else raw_state, strict=True)

@@ -77,6 +77,8 @@ def build_launch_command(
     main_process_ip: str | None = None,
     main_process_port: int = 29500,
     accelerate_config_file: str | os.PathLike | None = None,
+    module: str = "uvit_pipeline.training",
+    module_args: list[str] | None = None,
 ) -> list[str]:
     """argv of the child. `num_processes` counts all processes on all machines (accelerate's meaning).
 
@@ -121,7 +123,7 @@ def build_launch_command(
         # Explicit, so accelerate neither guesses nor warns: the cores split over local processes.
         local = max(1, num_processes // num_machines)
         cmd += ["--num_cpu_threads_per_process", str(max(1, (os.cpu_count() or 1) // local))]
-    cmd += ["-m", "uvit_pipeline.training", "--config", str(config_path)]
+    cmd += ["-m", module, *(module_args if module_args is not None else ["--config", str(config_path)])]
     return cmd
 
 
@@ -146,42 +148,10 @@ def launch(
     run_dir.mkdir(parents=True, exist_ok=True)
     config_path = run_dir / "train_config.json"
     write_json(config_path, config.to_dict())
-    if main_process_port is None:
-        main_process_port = free_port() if num_machines == 1 else 29500
-    acc_cfg = write_accelerate_config(
-        run_dir / "accelerate_config.json",
-        num_processes,
-        config.mixed_precision,
-        config.cpu,
-        num_machines,
-        machine_rank,
-        main_process_ip,
-        main_process_port,
-    )
-    cmd = build_launch_command(
-        config_path,
-        num_processes,
-        config.mixed_precision,
-        config.cpu,
-        num_machines,
-        machine_rank,
-        main_process_ip,
-        main_process_port,
-        accelerate_config_file=acc_cfg,
-    )
-    env = {
-        **os.environ,
-        "PYTHONUNBUFFERED": "1",
-        **{k: str(v) for k, v in (env_extra or {}).items()},
-    }
     log_path = Path(log_path) if log_path is not None else run_dir / "train.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    logger.info("Launching: %s", " ".join(cmd))
-    rc, tail = _run_tee(cmd, env, log_path)
-    if rc != 0:
-        raise RuntimeError(
-            f"training child exited with code {rc} (log: {log_path}); last lines:\n" + "".join(tail)
-        )
+    run_under_accelerate(run_dir, "uvit_pipeline.training", ["--config", str(config_path)], num_processes,
+                         config.mixed_precision, config.cpu, num_machines, machine_rank, main_process_ip,
+                         main_process_port, env_extra, log_path, what="training child")
     final = run_dir / "final"
     if not (final / "summary.json").is_file():
         raise RuntimeError(
@@ -192,6 +162,39 @@ def launch(
         "Training finished: %s", {k: summary.get(k) for k in ("steps", "final_loss", "wall_time_s")}
     )
     return final
+
+
+def run_under_accelerate(
+    work_dir: Path,
+    module: str,
+    module_args: list[str],
+    num_processes: int = 1,
+    mixed_precision: str = "no",
+    cpu: bool = False,
+    num_machines: int = 1,
+    machine_rank: int = 0,
+    main_process_ip: str | None = None,
+    main_process_port: int | None = None,
+    env_extra: dict[str, str] | None = None,
+    log_path: Path | None = None,
+    what: str = "child",
+) -> None:
+    """`accelerate launch -m module *module_args` with an explicit config file written to `work_dir`;
+    output goes to the console and `log_path`; a failure raises RuntimeError with the log's tail."""
+    if main_process_port is None:
+        main_process_port = free_port() if num_machines == 1 else 29500
+    acc_cfg = write_accelerate_config(work_dir / "accelerate_config.json", num_processes, mixed_precision, cpu,
+                                      num_machines, machine_rank, main_process_ip, main_process_port)
+    cmd = build_launch_command(None, num_processes, mixed_precision, cpu, num_machines, machine_rank,
+                               main_process_ip, main_process_port, accelerate_config_file=acc_cfg,
+                               module=module, module_args=module_args)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **{k: str(v) for k, v in (env_extra or {}).items()}}
+    log_path = Path(log_path) if log_path is not None else work_dir / f"{module.rsplit('.', 1)[-1]}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    logger.info("Launching: %s", " ".join(cmd))
+    rc, tail = _run_tee(cmd, env, log_path)
+    if rc != 0:
+        raise RuntimeError(f"{what} exited with code {rc} (log: {log_path}); last lines:\n" + "".join(tail))
 
 
 def _run_tee(

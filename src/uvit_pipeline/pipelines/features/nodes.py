@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from uvit_pipeline.data.extract import extract_features
+from uvit_pipeline.data.extract import extract_features, in_memory_source
 from uvit_pipeline.pipelines.validation import validate_features
 
 STAGING = Path("data/04_feature/.staging")
@@ -22,25 +22,18 @@ def _staging_dir(meta: dict, manifest: pd.DataFrame) -> Path:
     return STAGING / hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def open_autoencoder(spec: str, device):
-    """`features.autoencoder` / `evaluation.autoencoder`: a local diffusers directory, a Hugging Face id, or
-    `id:subfolder` (e.g. `CompVis/stable-diffusion-v1-4:vae`)."""
-    from uvit_pipeline.encoders.autoencoder import load_autoencoder
-
-    name, subfolder = spec, None
-    if ":" in spec and not Path(spec).exists():
-        name, subfolder = spec.split(":", 1)
-    return load_autoencoder(name, device=device, subfolder=subfolder)
-
-
 def _latent_encoder(features: dict):
     """uint8 (B,3,R,R) -> moments (B,8,R/8,R/8) with the configured autoencoder, batched on the device."""
     import torch
 
-    from uvit_pipeline.encoders.autoencoder import autoencoder_identity, encode_moments
+    from uvit_pipeline.encoders.autoencoder import (
+        autoencoder_identity,
+        encode_moments,
+        load_autoencoder_spec,
+    )
 
     device = torch.device(features.get("device", "cpu"))
-    vae = open_autoencoder(features["autoencoder"], device)
+    vae = load_autoencoder_spec(features["autoencoder"], device)
 
     @torch.no_grad()
     def encode(images: np.ndarray) -> np.ndarray:
@@ -62,11 +55,7 @@ def build_image_features(raw_root: str, image_manifest: pd.DataFrame, features: 
                     scale_factor=features["scale_factor"])
     else:
         meta.update(flip="random_at_train_time")
-    array_source = None
-    if data["source"] == "cifar10":
-        from uvit_pipeline.data.ingest import read_cifar10
-
-        array_source = read_cifar10(raw_root, split=data["split"])[0]
+    array_source = in_memory_source(raw_root, data["source"], data["split"])
     out = extract_features(raw_root, image_manifest, _staging_dir(meta, image_manifest), meta=meta,
                            crop=features["crop"], resolution=features["resolution"],
                            shard_size=features["shard_size"], batch_size=features["batch_size"],

@@ -7,8 +7,9 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
-from uvit_pipeline.data.feature_store import FeatureStore
+from uvit_pipeline.data.extract import in_memory_source, load_images
 from uvit_pipeline.metrics.fid import load_stats, statistics
 from uvit_pipeline.metrics.network import load_feature_network, write_network_dir
 from uvit_pipeline.pipelines.validation import validate_fid
@@ -16,13 +17,13 @@ from uvit_pipeline.pipelines.validation import validate_fid
 log = logging.getLogger(__name__)
 
 
-def _store_images(store_path: str, limit: int | None) -> tuple[np.ndarray, np.ndarray]:
-    store = FeatureStore(store_path)
-    if store.meta["kind"] != "pixels":
-        raise ValueError(f"Reference statistics are computed from a pixel feature store; '{store_path}' holds "
-                         f"{store.meta['kind']}. Set fid.reference_stats_file to the official fid_stats .npz.")
-    n = len(store) if limit is None else min(limit, len(store))
-    return store.read_all("x")[:n], store.read_all("label")[:n]
+def reference_images(raw_root: str, manifest: pd.DataFrame, features: dict, data: dict,
+                     limit: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Real images preprocessed as for training (crop, resolution), uint8, with their labels."""
+    images = load_images(raw_root, manifest, crop=features["crop"], resolution=features["resolution"],
+                         limit=limit, workers=data["workers"],
+                         array_source=in_memory_source(raw_root, data["source"], data["split"]))
+    return images, manifest["label"].to_numpy()[: len(images)]
 
 
 def _new_dir() -> Path:
@@ -38,7 +39,8 @@ def inception_network(fid: dict) -> str:
     return str(write_network_dir(_new_dir(), {"network": "inception_v3_fid", "weights": fid.get("inception_weights")}))
 
 
-def prepare_feature_network(image_features: str, fid: dict) -> str:
+def prepare_feature_network(raw_images: str, image_manifest: pd.DataFrame, fid: dict, features: dict,
+                            data: dict) -> str:
     """Demo: train the small classifier whose features define demo FD. Inception: record its weights."""
     validate_fid(fid)
     if fid["network"] == "inception_v3_fid":
@@ -46,7 +48,7 @@ def prepare_feature_network(image_features: str, fid: dict) -> str:
     out = _new_dir()
     from uvit_pipeline.metrics.demo_classifier import save_classifier, train_demo_classifier
 
-    images, labels = _store_images(image_features, None)
+    images, labels = reference_images(raw_images, image_manifest, features, data, None)
     c = fid["classifier"]
     model, accuracy = train_demo_classifier(images, labels, steps=c["steps"], batch_size=c["batch_size"],
                                             lr=c["lr"], seed=c["seed"], progress=True)
@@ -57,7 +59,8 @@ def prepare_feature_network(image_features: str, fid: dict) -> str:
     return str(out)
 
 
-def compute_reference_stats(image_features: str, feature_network: str, fid: dict) -> dict:
+def compute_reference_stats(raw_images: str, image_manifest: pd.DataFrame, feature_network: str, fid: dict,
+                            features: dict, data: dict) -> dict:
     """Statistics (mu, sigma) of the real images in the feature network's space, or an official file."""
     validate_fid(fid)
     if fid.get("reference_stats_file"):
@@ -65,6 +68,6 @@ def compute_reference_stats(image_features: str, feature_network: str, fid: dict
         log.info("Imported reference statistics %s as is", fid["reference_stats_file"])
         return {"mu": mu, "sigma": sigma, "network": "inception_v3_fid"}
     info, features, _ = load_feature_network(feature_network, batch_size=fid["batch_size"])
-    images, _ = _store_images(image_features, fid.get("max_reference_images"))
+    images, _ = reference_images(raw_images, image_manifest, features, data, fid.get("max_reference_images"))
     mu, sigma = statistics(features(images))
     return {"mu": mu, "sigma": sigma, "network": info["network"]}
