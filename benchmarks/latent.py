@@ -198,7 +198,7 @@ def main() -> None:
     print(f"{'row':<72} {'images/s':>10}  extra")
     for r in rows:
         extra = {
-            k: (round(v, 2) if isinstance(v, float) else v)
+            k: (float(f"{v:.4g}") if isinstance(v, float) else v)
             for k, v in r.items()
             if k not in ("row", "images_per_s")
         }

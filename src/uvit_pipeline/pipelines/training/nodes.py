@@ -17,8 +17,8 @@ log = logging.getLogger(__name__)
 def expected_store_meta(features: dict) -> dict:
     """What the feature store must have been built with for this experiment (checked before training)."""
     meta = {"kind": features["kind"], "resolution": features["resolution"], "crop": features["crop"]}
-    if features["kind"] == "latent_moments":
-        meta.update(scale_factor=features["scale_factor"])
+    if features["kind"] == "latent_moments":  # another autoencoder or scale factor is another latent space
+        meta.update(scale_factor=features["scale_factor"], encoder=str(features["autoencoder"]))
     return meta
 
 
