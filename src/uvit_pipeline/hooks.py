@@ -14,8 +14,11 @@ class ValidateParameters:
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
-        sections = {name.split(":", 1)[1].split(".", 1)[0]
-                    for name in pipeline.inputs() | pipeline.all_inputs() if name.startswith("params:")}
+        sections = {
+            name.split(":", 1)[1].split(".", 1)[0]
+            for name in pipeline.inputs() | pipeline.all_inputs()
+            if name.startswith("params:")
+        }
         if not sections:
             return
         params = catalog.load("parameters") if "parameters" in catalog else {}

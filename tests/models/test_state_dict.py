@@ -139,7 +139,7 @@ def test_every_preset_builds_with_matching_count(name):
 
 def test_demo_preset_builds_on_cpu_and_runs():
     model = build_uvit("U-ViT-demo", img_size=32, in_chans=3)
-    assert model.embed_dim == 128 and len(model.in_blocks) == 3
+    assert model.embed_dim == 64 and len(model.in_blocks) == 2
     out = model(torch.randn(2, 3, 32, 32), torch.tensor([1, 500]))
     assert out.shape == (2, 3, 32, 32)
 

@@ -15,14 +15,25 @@ from uvit_pipeline.settings import CONFIG_LOADER_ARGS
 
 ROOT = Path(__file__).resolve().parents[2]
 OFFICIAL = ROOT.parent / "shared" / "docs" / "official-configs.json"
-ENVS = ["cifar10_uvit_small", "celeba64_uvit_small", "imagenet64_uvit_mid", "imagenet64_uvit_large",
-        "imagenet256_uvit_large", "imagenet256_uvit_huge", "imagenet512_uvit_large", "imagenet512_uvit_huge"]
+ENVS = [
+    "cifar10_uvit_small",
+    "celeba64_uvit_small",
+    "imagenet64_uvit_mid",
+    "imagenet64_uvit_large",
+    "imagenet256_uvit_large",
+    "imagenet256_uvit_huge",
+    "imagenet512_uvit_large",
+    "imagenet512_uvit_huge",
+]
 SAMPLERS = {"euler_maruyama_sde": {"euler_maruyama"}, "dpm_solver": {"dpm_solver", "dpm_solver_pp"}}
 
 
 def load_params(env: str) -> dict:
-    loader = OmegaConfigLoader(conf_source=str(ROOT / "conf"), env=env, **{
-        k: v for k, v in CONFIG_LOADER_ARGS.items() if k != "default_run_env"})
+    loader = OmegaConfigLoader(
+        conf_source=str(ROOT / "conf"),
+        env=env,
+        **{k: v for k, v in CONFIG_LOADER_ARGS.items() if k != "default_run_env"},
+    )
     return loader["parameters"]
 
 
@@ -37,7 +48,9 @@ def official() -> dict:
 def test_environment_matches_official_config(env, official):
     o, p = official[env], load_params(env)
     t, ev = p["training"], p["evaluation"]
-    model = resolve_kwargs(p["model"]["preset"], **{k: v for k, v in p["model"].items() if k != "preset"})
+    model = resolve_kwargs(
+        p["model"]["preset"], **{k: v for k, v in p["model"].items() if k != "preset"}
+    )
     assert t["lr"] == o["optimizer.lr"]
     assert tuple(t["betas"]) == ast.literal_eval(o["optimizer.betas"])
     assert t["weight_decay"] == o["optimizer.weight_decay"]

@@ -242,8 +242,12 @@ def test_training_refuses_a_store_built_with_other_settings(
     tmp_path, monkeypatch, project, vae_dir
 ):
     monkeypatch.chdir(tmp_path)
-    cases = (("scale_factor", 0.23010), ("resolution", 64), ("crop", "none"),
-             ("autoencoder", "stabilityai/sd-vae-ft-ema"))
+    cases = (
+        ("scale_factor", 0.23010),
+        ("resolution", 64),
+        ("crop", "none"),
+        ("autoencoder", "stabilityai/sd-vae-ft-ema"),
+    )
     for field, value in cases:
         cfg = make_train_config(
             TINY_UVIT,
@@ -253,7 +257,9 @@ def test_training_refuses_a_store_built_with_other_settings(
             str(project["store"]),
             run_root="runs",
         )
-        meta_key = "encoder" if field == "autoencoder" else field  # the store records the encoder's name
+        meta_key = (
+            "encoder" if field == "autoencoder" else field
+        )  # the store records the encoder's name
         with pytest.raises(FeatureStoreMismatch, match=meta_key) as err:
             train(cfg)
         assert set(err.value.mismatches) == {meta_key}

@@ -22,9 +22,18 @@ def project_copy(tmp_path_factory) -> Path:
     for name in ("conf", "pyproject.toml", ".telemetry"):
         src = ROOT / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, dst / name)
-    shutil.copytree(ROOT / "src", dst / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    for layer in ("01_raw", "02_intermediate", "04_feature", "05_model_input", "06_models",
-                  "07_model_output", "08_reporting"):
+    shutil.copytree(
+        ROOT / "src", dst / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
+    )
+    for layer in (
+        "01_raw",
+        "02_intermediate",
+        "04_feature",
+        "05_model_input",
+        "06_models",
+        "07_model_output",
+        "08_reporting",
+    ):
         (dst / "data" / layer).mkdir(parents=True)
     return dst
 
@@ -36,8 +45,15 @@ def test_registry_has_every_stage_and_default_is_the_demo_dag():
     for name in STAGES:
         assert name in pipelines, name
     default_nodes = {n.name for n in pipelines["__default__"].nodes}
-    assert {"generate_demo_data", "ingest_images", "build_image_features", "prepare_feature_network",
-            "compute_reference_stats", "train_uvit", "evaluate"} <= default_nodes
+    assert {
+        "generate_demo_data",
+        "ingest_images",
+        "build_image_features",
+        "prepare_feature_network",
+        "compute_reference_stats",
+        "train_uvit",
+        "evaluate",
+    } <= default_nodes
     # The DAG is connected from raw data to the metric.
     order = [n.name for n in pipelines["__default__"].nodes]
     assert order.index("generate_demo_data") < order.index("train_uvit") < order.index("evaluate")
@@ -65,18 +81,23 @@ def test_invalid_parameters_are_rejected_with_their_dotted_name(section, key, va
     params = _base_params()
     params[section][key] = value
     with pytest.raises(ValueError, match=message.replace(".", r"\.")):
-        validate_sections(params, {"data", "features", "model", "training", "launcher", "fid", "evaluation"})
+        validate_sections(
+            params, {"data", "features", "model", "training", "launcher", "fid", "evaluation"}
+        )
 
 
 def test_base_parameters_are_valid():
-    validate_sections(_base_params(), {"data", "features", "model", "training", "launcher", "fid", "evaluation"})
+    validate_sections(
+        _base_params(), {"data", "features", "model", "training", "launcher", "fid", "evaluation"}
+    )
 
 
 def test_invalid_parameter_fails_the_run_before_any_node(project_copy, monkeypatch):
     monkeypatch.chdir(project_copy)
     bootstrap_project(project_copy)
-    with KedroSession.create(project_path=project_copy, env="test",
-                             runtime_params={"training": {"batch_size": 0}}) as session:
+    with KedroSession.create(
+        project_path=project_copy, env="test", runtime_params={"training": {"batch_size": 0}}
+    ) as session:
         with pytest.raises(ValueError, match=r"training\.batch_size"):
             session.run(pipeline_names=["__default__"])
     assert not (project_copy / "data/01_raw/demo/imagenet").exists()  # nothing ran
@@ -95,9 +116,13 @@ def test_demo_dag_end_to_end(project_copy, monkeypatch):
     data = project_copy / "data"
     assert (data / "01_raw/demo/imagenet/train").is_dir()
     assert (data / "01_raw/demo/coco/annotations/captions_train2014.json").is_file()
-    for entry in ("02_intermediate/test/image_manifest.parquet", "04_feature/test/image_features",
-                  "05_model_input/test/reference_stats.npz", "06_models/test/uvit_checkpoint",
-                  "08_reporting/test/sample_grid.png"):
+    for entry in (
+        "02_intermediate/test/image_manifest.parquet",
+        "04_feature/test/image_features",
+        "05_model_input/test/reference_stats.npz",
+        "06_models/test/uvit_checkpoint",
+        "08_reporting/test/sample_grid.png",
+    ):
         versions = list((data / entry).iterdir())
         assert len(versions) == 1, entry  # one versioned copy per run
 
@@ -111,5 +136,7 @@ def test_demo_dag_end_to_end(project_copy, monkeypatch):
     assert run.data.params["training.n_steps"] == "20"
     loss = mlflow.MlflowClient().get_metric_history(run.info.run_id, "loss")
     assert len(loss) >= 2  # the loss curve, logged by rank 0 of the training child
-    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "evaluation")}
+    artifacts = {
+        a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "evaluation")
+    }
     assert "evaluation/sample_grid.png" in artifacts

@@ -36,8 +36,13 @@ def _crop_uint8(img, crop: str, resolution: int) -> np.ndarray:
     return to_uint8_chw(CROPS[crop](img, resolution))
 
 
-def _decoder(raw_root: Path, manifest: pd.DataFrame, crop: str, resolution: int,
-             array_source: np.ndarray | None) -> Callable[[int], np.ndarray]:
+def _decoder(
+    raw_root: Path,
+    manifest: pd.DataFrame,
+    crop: str,
+    resolution: int,
+    array_source: np.ndarray | None,
+) -> Callable[[int], np.ndarray]:
     """Row index -> cropped uint8 (3, R, R) image, from files under ``raw_root`` or an in-memory array."""
 
     def decode(i: int) -> np.ndarray:
@@ -60,8 +65,16 @@ def in_memory_source(raw_root: str | Path, source: str, split: str) -> np.ndarra
     return read_cifar10(raw_root, split=split)[0]
 
 
-def load_images(raw_root: str | Path, manifest: pd.DataFrame, *, crop: str, resolution: int,
-                limit: int | None = None, workers: int = 2, array_source: np.ndarray | None = None) -> np.ndarray:
+def load_images(
+    raw_root: str | Path,
+    manifest: pd.DataFrame,
+    *,
+    crop: str,
+    resolution: int,
+    limit: int | None = None,
+    workers: int = 2,
+    array_source: np.ndarray | None = None,
+) -> np.ndarray:
     """The first ``limit`` manifest images, preprocessed as for features, as uint8 (N, 3, R, R)."""
     n = len(manifest) if limit is None else min(limit, len(manifest))
     decode = _decoder(Path(raw_root), manifest, crop, resolution, array_source)

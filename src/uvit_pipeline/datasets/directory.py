@@ -19,7 +19,9 @@ from kedro.io import AbstractVersionedDataset, DatasetError, Version
 def _move_into_place(src: Path, dst: Path, copy: bool) -> None:
     """Place directory ``src`` at ``dst`` atomically (rename; copy then rename across filesystems)."""
     if not src.is_dir():
-        raise DatasetError(f"Expected a directory to save at '{dst}', got '{src}' which is not one.")
+        raise DatasetError(
+            f"Expected a directory to save at '{dst}', got '{src}' which is not one."
+        )
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
     if tmp.exists():
@@ -59,7 +61,9 @@ class DirectoryDataset(AbstractVersionedDataset[str, str]):
     def load(self) -> str:
         path = Path(self._get_load_path().as_posix())
         if not path.is_dir():
-            raise DatasetError(f"Directory '{path}' does not exist: run the pipeline that writes it first.")
+            raise DatasetError(
+                f"Directory '{path}' does not exist: run the pipeline that writes it first."
+            )
         return str(path)
 
     def save(self, data: str | os.PathLike) -> None:

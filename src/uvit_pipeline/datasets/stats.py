@@ -29,7 +29,9 @@ class NpzStatsDataset(AbstractVersionedDataset[dict, dict]):
         with np.load(path, allow_pickle=False) as f:
             missing = {"mu", "sigma"} - set(f.files)
             if missing:
-                raise DatasetError(f"'{path}' is not a statistics file: keys {sorted(missing)} missing.")
+                raise DatasetError(
+                    f"'{path}' is not a statistics file: keys {sorted(missing)} missing."
+                )
             out = {"mu": f["mu"], "sigma": f["sigma"]}
             # Official fid_stats files carry no network name: they are Inception pool3 statistics.
             out["network"] = str(f["network"]) if "network" in f.files else "inception_v3_fid"
@@ -39,8 +41,12 @@ class NpzStatsDataset(AbstractVersionedDataset[dict, dict]):
         path = Path(self._get_save_path().as_posix())
         path.parent.mkdir(parents=True, exist_ok=True)
         buf = io.BytesIO()
-        np.savez(buf, mu=np.asarray(data["mu"]), sigma=np.asarray(data["sigma"]),
-                 network=np.asarray(data.get("network", "inception_v3_fid")))
+        np.savez(
+            buf,
+            mu=np.asarray(data["mu"]),
+            sigma=np.asarray(data["sigma"]),
+            network=np.asarray(data.get("network", "inception_v3_fid")),
+        )
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_bytes(buf.getvalue())
         os.replace(tmp, path)

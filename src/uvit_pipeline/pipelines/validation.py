@@ -47,11 +47,15 @@ def validate_features(p: dict[str, Any]) -> None:
         _positive_int("features", p, key)
     if p["kind"] == "latent_moments":
         if not p.get("autoencoder"):
-            raise ValueError("features.autoencoder must name the autoencoder (a Hugging Face id or a "
-                             "local diffusers directory) when features.kind is latent_moments")
+            raise ValueError(
+                "features.autoencoder must name the autoencoder (a Hugging Face id or a "
+                "local diffusers directory) when features.kind is latent_moments"
+            )
         if p["resolution"] % 8:
-            raise ValueError(f"features.resolution must be a multiple of 8 for the KL-f8 autoencoder, "
-                             f"got {p['resolution']}")
+            raise ValueError(
+                f"features.resolution must be a multiple of 8 for the KL-f8 autoencoder, "
+                f"got {p['resolution']}"
+            )
         _positive_float("features", p, "scale_factor")
 
 
@@ -68,19 +72,36 @@ def validate_fid(p: dict[str, Any]) -> None:
 
 def validate_evaluation(p: dict[str, Any]) -> None:
     _choice("evaluation", p, "sampler", SAMPLERS)
-    for key in ("steps", "n_samples", "batch_size", "grid_columns", "num_processes", "decode_batch_size"):
+    for key in (
+        "steps",
+        "n_samples",
+        "batch_size",
+        "grid_columns",
+        "num_processes",
+        "decode_batch_size",
+    ):
         _positive_int("evaluation", p, key)
     scale = p.get("cfg_scale", 0.0)
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or scale < 0:
         raise ValueError(f"evaluation.cfg_scale must be a number >= 0, got {scale!r}")
 
 
-def validate_model_and_training(model: dict[str, Any], training: dict[str, Any],
-                                launcher: dict[str, Any] | None, features: dict[str, Any]) -> None:
+def validate_model_and_training(
+    model: dict[str, Any],
+    training: dict[str, Any],
+    launcher: dict[str, Any] | None,
+    features: dict[str, Any],
+) -> None:
     from uvit_pipeline.pipelines.training.nodes import make_train_config  # lazily: torch is heavy
 
-    make_train_config(model, training, launcher or {}, features, store_path="<not yet built>",
-                      run_root="<validation>")
+    make_train_config(
+        model,
+        training,
+        launcher or {},
+        features,
+        store_path="<not yet built>",
+        run_root="<validation>",
+    )
 
 
 VALIDATORS = {
@@ -97,5 +118,9 @@ def validate_sections(params: dict[str, Any], sections: set[str]) -> None:
         VALIDATORS[name](params.get(name) or {})
     if "training" in sections or "model" in sections:
         validate_features(params.get("features") or {})
-        validate_model_and_training(params.get("model") or {}, params.get("training") or {},
-                                    params.get("launcher"), params.get("features") or {})
+        validate_model_and_training(
+            params.get("model") or {},
+            params.get("training") or {},
+            params.get("launcher"),
+            params.get("features") or {},
+        )

@@ -55,7 +55,7 @@ def generate_samples(
     for lo in tqdm(range(0, n, batch_size), desc="sampling", unit="batch", disable=not progress):
         b = min(batch_size, n - lo)
         x_T = torch.randn((b, *sample_shape), generator=gen).to(device)
-        cond = labels[lo:lo + b].to(device) if labels is not None else None
+        cond = labels[lo : lo + b].to(device) if labels is not None else None
         null = torch.full_like(cond, null_label) if cond is not None and cfg_scale > 0 else None
         eps_fn = make_eps_fn(nnet, schedule, cond=cond, null_cond=null, cfg_scale=cfg_scale)
         x0 = sample(eps_fn, x_T, schedule, sampler, steps, clip_x0=clip_x0, generator=gen)
@@ -74,7 +74,7 @@ def image_grid(images: np.ndarray, columns: int) -> np.ndarray:
     for i, img in enumerate(images):
         r, col = divmod(i, columns)
         top, left = g + r * (h + g), g + col * (w + g)
-        grid[top:top + h, left:left + w] = img.transpose(1, 2, 0)
+        grid[top : top + h, left : left + w] = img.transpose(1, 2, 0)
     return grid
 
 
@@ -100,7 +100,9 @@ def generate_to_dir(spec: dict, rank: int = 0, world_size: int = 1, progress: bo
     out = Path(spec["out_dir"])
     out.mkdir(parents=True, exist_ok=True)
     n, bs = int(spec["n_samples"]), int(spec["batch_size"])
-    todo = [k for k in range(rank, -(-n // bs), world_size) if not (out / f"chunk-{k:06d}.npz").exists()]
+    todo = [
+        k for k in range(rank, -(-n // bs), world_size) if not (out / f"chunk-{k:06d}.npz").exists()
+    ]
     if not todo:
         return out
     device = torch.device(spec.get("device", "cpu"))
@@ -112,34 +114,61 @@ def generate_to_dir(spec: dict, rank: int = 0, world_size: int = 1, progress: bo
         from uvit_pipeline.encoders.autoencoder import decode_latents, load_autoencoder_spec
 
         vae = load_autoencoder_spec(spec["autoencoder"], device)
-        autocast = torch.float16 if device.type == "cuda" else None  # §4.4: decode under fp16 autocast
+        autocast = (
+            torch.float16 if device.type == "cuda" else None
+        )  # §4.4: decode under fp16 autocast
 
         def decode(z):
-            return decode_latents(vae, z, float(spec["scale_factor"]), chunk_size=int(spec["decode_batch_size"]),
-                                  autocast_dtype=autocast)
+            return decode_latents(
+                vae,
+                z,
+                float(spec["scale_factor"]),
+                chunk_size=int(spec["decode_batch_size"]),
+                autocast_dtype=autocast,
+            )
 
     schedule = get_schedule(config["schedule"])
     for k in tqdm(todo, desc=f"sampling (rank {rank})", unit="chunk", disable=not progress):
         size = min(bs, n - k * bs)
         labels = chunk_labels(spec, k, size)
         images = generate_samples(
-            nnet, schedule, n=size, batch_size=size, sample_shape=(mk["in_chans"], mk["img_size"], mk["img_size"]),
-            sampler=spec["sampler"], steps=int(spec["steps"]), labels=labels, null_label=spec.get("null_label"),
-            cfg_scale=float(spec["cfg_scale"]), clip_x0=bool(spec["clip_x0"]), decode=decode,
-            seed=spec["seed"] * 1_000_003 + 2 * k, device=device, progress=False)
+            nnet,
+            schedule,
+            n=size,
+            batch_size=size,
+            sample_shape=(mk["in_chans"], mk["img_size"], mk["img_size"]),
+            sampler=spec["sampler"],
+            steps=int(spec["steps"]),
+            labels=labels,
+            null_label=spec.get("null_label"),
+            cfg_scale=float(spec["cfg_scale"]),
+            clip_x0=bool(spec["clip_x0"]),
+            decode=decode,
+            seed=spec["seed"] * 1_000_003 + 2 * k,
+            device=device,
+            progress=False,
+        )
         tmp = out / f".chunk-{k:06d}.{os.getpid()}.npz"
-        np.savez(tmp, images=images, labels=labels.numpy() if labels is not None else np.zeros(0, np.int64))
+        np.savez(
+            tmp,
+            images=images,
+            labels=labels.numpy() if labels is not None else np.zeros(0, np.int64),
+        )
         os.replace(tmp, out / f"chunk-{k:06d}.npz")
     return out
 
 
-def collect(out_dir: str | os.PathLike, n: int, batch_size: int) -> tuple[np.ndarray, np.ndarray | None]:
+def collect(
+    out_dir: str | os.PathLike, n: int, batch_size: int
+) -> tuple[np.ndarray, np.ndarray | None]:
     """All chunks in order -> (images uint8 (n, 3, H, W), labels (n,) or None)."""
     images, labels = [], []
     for k in range(-(-n // batch_size)):
         path = Path(out_dir) / f"chunk-{k:06d}.npz"
         if not path.is_file():
-            raise FileNotFoundError(f"sample chunk {path} is missing: the sampling run did not finish")
+            raise FileNotFoundError(
+                f"sample chunk {path} is missing: the sampling run did not finish"
+            )
         with np.load(path, allow_pickle=False) as f:
             images.append(f["images"])
             labels.append(f["labels"])
@@ -148,7 +177,9 @@ def collect(out_dir: str | os.PathLike, n: int, batch_size: int) -> tuple[np.nda
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m uvit_pipeline.training.generate", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m uvit_pipeline.training.generate", description=__doc__
+    )
     parser.add_argument("--spec", required=True, help="sampling spec JSON (see generate_to_dir)")
     args = parser.parse_args(argv)
     spec = json.loads(Path(args.spec).read_text(encoding="utf-8"))
@@ -156,8 +187,12 @@ def main(argv: list[str] | None = None) -> int:
 
     accelerator = Accelerator(cpu=spec.get("device", "cpu") == "cpu")
     spec["device"] = str(accelerator.device)
-    generate_to_dir(spec, accelerator.process_index, accelerator.num_processes,
-                    progress=accelerator.is_main_process)
+    generate_to_dir(
+        spec,
+        accelerator.process_index,
+        accelerator.num_processes,
+        progress=accelerator.is_main_process,
+    )
     accelerator.wait_for_everyone()
     return 0
 

@@ -123,7 +123,11 @@ def build_launch_command(
         # Explicit, so accelerate neither guesses nor warns: the cores split over local processes.
         local = max(1, num_processes // num_machines)
         cmd += ["--num_cpu_threads_per_process", str(max(1, (os.cpu_count() or 1) // local))]
-    cmd += ["-m", module, *(module_args if module_args is not None else ["--config", str(config_path)])]
+    cmd += [
+        "-m",
+        module,
+        *(module_args if module_args is not None else ["--config", str(config_path)]),
+    ]
     return cmd
 
 
@@ -149,9 +153,21 @@ def launch(
     config_path = run_dir / "train_config.json"
     write_json(config_path, config.to_dict())
     log_path = Path(log_path) if log_path is not None else run_dir / "train.log"
-    run_under_accelerate(run_dir, "uvit_pipeline.training", ["--config", str(config_path)], num_processes,
-                         config.mixed_precision, config.cpu, num_machines, machine_rank, main_process_ip,
-                         main_process_port, env_extra, log_path, what="training child")
+    run_under_accelerate(
+        run_dir,
+        "uvit_pipeline.training",
+        ["--config", str(config_path)],
+        num_processes,
+        config.mixed_precision,
+        config.cpu,
+        num_machines,
+        machine_rank,
+        main_process_ip,
+        main_process_port,
+        env_extra,
+        log_path,
+        what="training child",
+    )
     final = run_dir / "final"
     if not (final / "summary.json").is_file():
         raise RuntimeError(
@@ -183,18 +199,44 @@ def run_under_accelerate(
     output goes to the console and `log_path`; a failure raises RuntimeError with the log's tail."""
     if main_process_port is None:
         main_process_port = free_port() if num_machines == 1 else 29500
-    acc_cfg = write_accelerate_config(work_dir / "accelerate_config.json", num_processes, mixed_precision, cpu,
-                                      num_machines, machine_rank, main_process_ip, main_process_port)
-    cmd = build_launch_command(None, num_processes, mixed_precision, cpu, num_machines, machine_rank,
-                               main_process_ip, main_process_port, accelerate_config_file=acc_cfg,
-                               module=module, module_args=module_args)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", **{k: str(v) for k, v in (env_extra or {}).items()}}
-    log_path = Path(log_path) if log_path is not None else work_dir / f"{module.rsplit('.', 1)[-1]}.log"
+    acc_cfg = write_accelerate_config(
+        work_dir / "accelerate_config.json",
+        num_processes,
+        mixed_precision,
+        cpu,
+        num_machines,
+        machine_rank,
+        main_process_ip,
+        main_process_port,
+    )
+    cmd = build_launch_command(
+        None,
+        num_processes,
+        mixed_precision,
+        cpu,
+        num_machines,
+        machine_rank,
+        main_process_ip,
+        main_process_port,
+        accelerate_config_file=acc_cfg,
+        module=module,
+        module_args=module_args,
+    )
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        **{k: str(v) for k, v in (env_extra or {}).items()},
+    }
+    log_path = (
+        Path(log_path) if log_path is not None else work_dir / f"{module.rsplit('.', 1)[-1]}.log"
+    )
     log_path.parent.mkdir(parents=True, exist_ok=True)
     logger.info("Launching: %s", " ".join(cmd))
     rc, tail = _run_tee(cmd, env, log_path)
     if rc != 0:
-        raise RuntimeError(f"{what} exited with code {rc} (log: {log_path}); last lines:\n" + "".join(tail))
+        raise RuntimeError(
+            f"{what} exited with code {rc} (log: {log_path}); last lines:\n" + "".join(tail)
+        )
 
 
 def _run_tee(

@@ -19,9 +19,17 @@ def _tiny_autoencoder(out: Path, seed: int) -> None:
     from diffusers import AutoencoderKL
 
     torch.manual_seed(seed)
-    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
-                        block_out_channels=(8, 8, 8, 8), norm_num_groups=4, sample_size=32,
-                        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        layers_per_block=1,
+        block_out_channels=(8, 8, 8, 8),
+        norm_num_groups=4,
+        sample_size=32,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+    )
     vae.save_pretrained(out)
 
 
@@ -30,7 +38,8 @@ def generate_demo(demo: dict) -> tuple[str, str, str, dict]:
     the catalog moves each folder into place in one rename."""
     STAGING.mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="demo-", dir=STAGING))
-    summary = generate_demo_data(root, n_per_class=demo["n_per_class"],
-                                 image_size=demo["image_size"], seed=demo["seed"])
+    summary = generate_demo_data(
+        root, n_per_class=demo["n_per_class"], image_size=demo["image_size"], seed=demo["seed"]
+    )
     _tiny_autoencoder(root / "autoencoder", demo["seed"])
     return str(root / "imagenet"), str(root / "coco"), str(root / "autoencoder"), summary

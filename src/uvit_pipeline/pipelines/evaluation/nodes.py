@@ -29,7 +29,9 @@ def _class_setup(config: dict) -> tuple[int | None, int | None]:
     num_classes = int(config["model_kwargs"].get("num_classes", -1))
     if num_classes <= 0:
         return None, None
-    if float(config.get("p_uncond", 0.0)) > 0:  # trained with label dropping: last index is the null class
+    if (
+        float(config.get("p_uncond", 0.0)) > 0
+    ):  # trained with label dropping: last index is the null class
         return num_classes - 1, num_classes - 1
     return num_classes, None
 
@@ -38,16 +40,29 @@ def sampling_spec(uvit_checkpoint: str, config: dict, evaluation: dict, features
     """Everything the sampling job needs; its hash names the staging folder, so a rerun resumes there."""
     n_real, null = _class_setup(config)
     if evaluation["cfg_scale"] > 0 and null is None:
-        raise ValueError("evaluation.cfg_scale > 0 needs a model trained with label dropping (training.p_uncond > 0)")
+        raise ValueError(
+            "evaluation.cfg_scale > 0 needs a model trained with label dropping (training.p_uncond > 0)"
+        )
     latent = config.get("data", {}).get("kind") == "latent_moments"
-    spec = {"checkpoint": str(Path(uvit_checkpoint).resolve()), "which": "ema" if evaluation["use_ema"] else "raw",
-            "n_samples": evaluation["n_samples"], "batch_size": evaluation["batch_size"],
-            "sampler": evaluation["sampler"], "steps": evaluation["steps"], "cfg_scale": evaluation["cfg_scale"],
-            "clip_x0": evaluation["clip_x0"], "seed": evaluation["seed"], "num_real_classes": n_real,
-            "null_label": null, "device": evaluation.get("device", "cpu"),
-            "autoencoder": (evaluation.get("autoencoder") or features.get("autoencoder")) if latent else None,
-            "scale_factor": config.get("data", {}).get("scale_factor"),
-            "decode_batch_size": evaluation.get("decode_batch_size", 50)}
+    spec = {
+        "checkpoint": str(Path(uvit_checkpoint).resolve()),
+        "which": "ema" if evaluation["use_ema"] else "raw",
+        "n_samples": evaluation["n_samples"],
+        "batch_size": evaluation["batch_size"],
+        "sampler": evaluation["sampler"],
+        "steps": evaluation["steps"],
+        "cfg_scale": evaluation["cfg_scale"],
+        "clip_x0": evaluation["clip_x0"],
+        "seed": evaluation["seed"],
+        "num_real_classes": n_real,
+        "null_label": null,
+        "device": evaluation.get("device", "cpu"),
+        "autoencoder": (evaluation.get("autoencoder") or features.get("autoencoder"))
+        if latent
+        else None,
+        "scale_factor": config.get("data", {}).get("scale_factor"),
+        "decode_batch_size": evaluation.get("decode_batch_size", 50),
+    }
     key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
     spec["out_dir"] = str((STAGING / key).resolve())
     return spec
@@ -61,29 +76,46 @@ def _generate(spec: dict, evaluation: dict) -> tuple[np.ndarray, np.ndarray | No
         work.mkdir(parents=True, exist_ok=True)
         spec_path = work / (Path(spec["out_dir"]).name + ".json")
         spec_path.write_text(json.dumps(spec, indent=2))
-        run_under_accelerate(work, "uvit_pipeline.training.generate", ["--spec", str(spec_path)], procs,
-                             cpu=spec["device"] == "cpu", what="sampling child",
-                             log_path=work / (Path(spec["out_dir"]).name + ".log"))
+        run_under_accelerate(
+            work,
+            "uvit_pipeline.training.generate",
+            ["--spec", str(spec_path)],
+            procs,
+            cpu=spec["device"] == "cpu",
+            what="sampling child",
+            log_path=work / (Path(spec["out_dir"]).name + ".log"),
+        )
     else:
         generate_to_dir(spec)
     return collect(spec["out_dir"], spec["n_samples"], spec["batch_size"])
 
 
-def evaluate(uvit_checkpoint: str, reference_stats: dict, feature_network: str, evaluation: dict,
-             features: dict):
+def evaluate(
+    uvit_checkpoint: str,
+    reference_stats: dict,
+    feature_network: str,
+    evaluation: dict,
+    features: dict,
+):
     """Sample with the EMA weights, compute the Fréchet distance to the reference (named after the
     feature network: `fid` or `demo_fd`), class accuracy for class-conditional demo models, and a grid."""
     validate_evaluation(evaluation)
     info, features_fn, classifier = load_feature_network(feature_network)
     if info["network"] != reference_stats["network"]:
-        raise ValueError(f"reference_stats were computed with {reference_stats['network']}, the feature network "
-                         f"is {info['network']}: re-run the fid_reference pipeline")
+        raise ValueError(
+            f"reference_stats were computed with {reference_stats['network']}, the feature network "
+            f"is {info['network']}: re-run the fid_reference pipeline"
+        )
     config, _, _ = load_checkpoint_dir(uvit_checkpoint)
     spec = sampling_spec(uvit_checkpoint, config, evaluation, features)
     samples, labels = _generate(spec, evaluation)
 
     mu, sigma = statistics(features_fn(samples))
-    metrics = {METRIC_NAMES[info["network"]]: frechet_distance(mu, sigma, reference_stats["mu"], reference_stats["sigma"])}
+    metrics = {
+        METRIC_NAMES[info["network"]]: frechet_distance(
+            mu, sigma, reference_stats["mu"], reference_stats["sigma"]
+        )
+    }
     if classifier is not None and labels is not None:
         from uvit_pipeline.metrics.demo_classifier import classifier_accuracy
 
@@ -101,19 +133,40 @@ def evaluate(uvit_checkpoint: str, reference_stats: dict, feature_network: str, 
         vae = load_autoencoder_spec(spec["autoencoder"], spec["device"])
 
         def decode(z):
-            return decode_latents(vae, z, float(spec["scale_factor"]), chunk_size=spec["decode_batch_size"])
+            return decode_latents(
+                vae, z, float(spec["scale_factor"]), chunk_size=spec["decode_batch_size"]
+            )
 
     mk = config["model_kwargs"]
     grid = generate_samples(
-        nnet, get_schedule(config["schedule"]), n=rows * cols, batch_size=rows * cols,
-        sample_shape=(mk["in_chans"], mk["img_size"], mk["img_size"]), sampler=spec["sampler"], steps=spec["steps"],
-        labels=None if not n_real else torch.arange(rows).repeat_interleave(cols), null_label=spec["null_label"],
-        cfg_scale=spec["cfg_scale"], clip_x0=spec["clip_x0"], decode=decode, seed=spec["seed"] + 1,
-        device=spec["device"], progress=False)
+        nnet,
+        get_schedule(config["schedule"]),
+        n=rows * cols,
+        batch_size=rows * cols,
+        sample_shape=(mk["in_chans"], mk["img_size"], mk["img_size"]),
+        sampler=spec["sampler"],
+        steps=spec["steps"],
+        labels=None if not n_real else torch.arange(rows).repeat_interleave(cols),
+        null_label=spec["null_label"],
+        cfg_scale=spec["cfg_scale"],
+        clip_x0=spec["clip_x0"],
+        decode=decode,
+        seed=spec["seed"] + 1,
+        device=spec["device"],
+        progress=False,
+    )
 
-    report = {**metrics, "n_samples": spec["n_samples"], "sampler": spec["sampler"], "steps": spec["steps"],
-              "cfg_scale": spec["cfg_scale"], "clip_x0": spec["clip_x0"], "weights": spec["which"],
-              "feature_network": info["network"], "checkpoint": uvit_checkpoint}
+    report = {
+        **metrics,
+        "n_samples": spec["n_samples"],
+        "sampler": spec["sampler"],
+        "steps": spec["steps"],
+        "cfg_scale": spec["cfg_scale"],
+        "clip_x0": spec["clip_x0"],
+        "weights": spec["which"],
+        "feature_network": info["network"],
+        "checkpoint": uvit_checkpoint,
+    }
     out = Path(spec["out_dir"] + ".final")
     if out.exists():
         shutil.rmtree(out)

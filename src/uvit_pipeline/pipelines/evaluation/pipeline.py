@@ -6,8 +6,19 @@ from .nodes import evaluate
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    return Pipeline([
-        Node(evaluate, ["uvit_checkpoint", "reference_stats", "feature_network", "params:evaluation",
-                        "params:features"],
-             ["evaluation_metrics", "evaluation_report", "sample_grid", "generated_samples"], name="evaluate"),
-    ])
+    return Pipeline(
+        [
+            Node(
+                evaluate,
+                [
+                    "uvit_checkpoint",
+                    "reference_stats",
+                    "feature_network",
+                    "params:evaluation",
+                    "params:features",
+                ],
+                ["evaluation_metrics", "evaluation_report", "sample_grid", "generated_samples"],
+                name="evaluate",
+            ),
+        ]
+    )

@@ -43,21 +43,41 @@ def _latent_encoder(features: dict):
     return encode, autoencoder_identity(vae, features["autoencoder"])
 
 
-def build_image_features(raw_root: str, image_manifest: pd.DataFrame, features: dict, data: dict) -> str:
+def build_image_features(
+    raw_root: str, image_manifest: pd.DataFrame, features: dict, data: dict
+) -> str:
     """Manifest -> sharded feature store (pixels or VAE moments of original + flipped images)."""
     validate_features(features)
-    meta = {"dataset": data.get("name", data["source"]), "source": data["source"], "kind": features["kind"],
-            "resolution": features["resolution"], "crop": features["crop"]}
+    meta = {
+        "dataset": data.get("name", data["source"]),
+        "source": data["source"],
+        "kind": features["kind"],
+        "resolution": features["resolution"],
+        "crop": features["crop"],
+    }
     encoder = None
     if features["kind"] == "latent_moments":
         encoder, identity = _latent_encoder(features)
-        meta.update(flip="stored", encoder=identity["name"], encoder_sha256=identity["sha256"],
-                    scale_factor=features["scale_factor"])
+        meta.update(
+            flip="stored",
+            encoder=identity["name"],
+            encoder_sha256=identity["sha256"],
+            scale_factor=features["scale_factor"],
+        )
     else:
         meta.update(flip="random_at_train_time")
     array_source = in_memory_source(raw_root, data["source"], data["split"])
-    out = extract_features(raw_root, image_manifest, _staging_dir(meta, image_manifest), meta=meta,
-                           crop=features["crop"], resolution=features["resolution"],
-                           shard_size=features["shard_size"], batch_size=features["batch_size"],
-                           workers=data["workers"], array_source=array_source, encoder=encoder)
+    out = extract_features(
+        raw_root,
+        image_manifest,
+        _staging_dir(meta, image_manifest),
+        meta=meta,
+        crop=features["crop"],
+        resolution=features["resolution"],
+        shard_size=features["shard_size"],
+        batch_size=features["batch_size"],
+        workers=data["workers"],
+        array_source=array_source,
+        encoder=encoder,
+    )
     return str(out)

@@ -6,7 +6,13 @@ from .nodes import ingest_images
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    return Pipeline([
-        Node(ingest_images, ["raw_images", "params:data"], ["image_manifest", "ingestion_report"],
-             name="ingest_images"),
-    ])
+    return Pipeline(
+        [
+            Node(
+                ingest_images,
+                ["raw_images", "params:data"],
+                ["image_manifest", "ingestion_report"],
+                name="ingest_images",
+            ),
+        ]
+    )
