@@ -6,23 +6,18 @@ from typing import Any
 
 from kedro.framework.hooks import hook_impl
 
-from uvit_pipeline.pipelines.validation import validate_sections
+from uvit_pipeline.pipelines.validation import ALL_SECTIONS, validate_sections
 
 
 class ValidateParameters:
-    """Reject invalid parameters before the first node of a run starts."""
+    """Reject invalid parameters when the catalog is built: before any node runs and before an MLflow run
+    is opened. Every section is checked, whichever pipeline runs: an experiment's configuration is valid
+    as a whole or not at all."""
 
     @hook_impl
-    def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
-        sections = {
-            name.split(":", 1)[1].split(".", 1)[0]
-            for name in pipeline.inputs() | pipeline.all_inputs()
-            if name.startswith("params:")
-        }
-        if not sections:
-            return
-        params = catalog.load("parameters") if "parameters" in catalog else {}
-        validate_sections(params, sections)
+    def after_catalog_created(self, catalog) -> None:
+        if "parameters" in catalog:
+            validate_sections(catalog.load("parameters"), ALL_SECTIONS)
 
 
 class LogArtifacts:

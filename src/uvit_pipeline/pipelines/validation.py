@@ -1,7 +1,7 @@
 """Parameter validation at the Kedro boundary: every check names the dotted parameter it rejects.
 
-`hooks.ValidateParameters` runs these for every parameter section a pipeline consumes *before the first
-node*, so a bad value fails the run before any compute; nodes call them again when run on their own.
+`hooks.ValidateParameters` runs these for every parameter section when the catalog is built, so a bad
+value fails the run before any compute; nodes call them again when run on their own.
 """
 
 from __future__ import annotations
@@ -110,6 +110,9 @@ VALIDATORS = {
     "fid": validate_fid,
     "evaluation": validate_evaluation,
 }
+
+
+ALL_SECTIONS = frozenset({"data", "features", "model", "training", "launcher", "fid", "evaluation"})
 
 
 def validate_sections(params: dict[str, Any], sections: set[str]) -> None:
