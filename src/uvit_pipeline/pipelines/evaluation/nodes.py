@@ -176,5 +176,8 @@ def evaluate(
         extra = {} if labels is None else {"arr_1": labels}
         np.savez(out / "samples.npz", arr_0=samples.transpose(0, 2, 3, 1), **extra)
     (out / "report.json").write_text(json.dumps(report, indent=2))
+    shutil.rmtree(
+        spec["out_dir"], ignore_errors=True
+    )  # the chunks were only kept to resume sampling
     mlflow_metrics = {k: {"value": float(v), "step": 0} for k, v in metrics.items()}
     return mlflow_metrics, report, Image.fromarray(image_grid(grid, cols)), str(out)
