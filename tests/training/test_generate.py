@@ -100,3 +100,16 @@ def test_two_process_sampling_under_accelerate(checkpoint, tmp_path):
     np.testing.assert_array_equal(
         collect(spec["out_dir"], 10, 4)[0], collect(ref["out_dir"], 10, 4)[0]
     )
+
+
+def test_labels_follow_given_class_frequencies(checkpoint, tmp_path):
+    from uvit_pipeline.training.generate import chunk_labels
+
+    spec = spec_for(checkpoint, tmp_path / "freq")
+    uniform = torch.cat([chunk_labels(spec, k, 4) for k in range(50)])
+    assert set(uniform.tolist()) == {0, 1, 2, 3}
+    spec["label_probs"] = [0.0, 0.0, 1.0, 0.0]
+    assert set(chunk_labels(spec, 0, 4).tolist()) == {2}
+    spec["label_probs"] = [0.7, 0.1, 0.1, 0.1]
+    drawn = torch.cat([chunk_labels(spec, k, 4) for k in range(250)])
+    assert abs((drawn == 0).float().mean().item() - 0.7) < 0.05

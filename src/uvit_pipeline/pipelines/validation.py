@@ -81,6 +81,10 @@ def validate_evaluation(p: dict[str, Any]) -> None:
         "decode_batch_size",
     ):
         _positive_int("evaluation", p, key)
+    if p.get("labels", "uniform") not in ("uniform", "train_frequencies"):
+        raise ValueError(
+            f"evaluation.labels must be one of ['uniform', 'train_frequencies'], got {p.get('labels')!r}"
+        )
     scale = p.get("cfg_scale", 0.0)
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or scale < 0:
         raise ValueError(f"evaluation.cfg_scale must be a number >= 0, got {scale!r}")

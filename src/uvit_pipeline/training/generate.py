@@ -82,10 +82,14 @@ def image_grid(images: np.ndarray, columns: int) -> np.ndarray:
 
 
 def chunk_labels(spec: dict, k: int, size: int) -> torch.Tensor | None:
-    """Labels of chunk k: y ~ Uniform{0..K-1} (§3.3), seeded by (seed, k); None for unconditional."""
+    """Labels of chunk k, seeded by (seed, k); None for unconditional models. y ~ Uniform{0..K-1}
+    (ImageNet 256/512), or ~ `label_probs` (ImageNet 64 draws from the training set's class frequencies, §3.3)."""
     if not spec.get("num_real_classes"):
         return None
     gen = torch.Generator().manual_seed(spec["seed"] * 1_000_003 + 2 * k + 1)
+    if spec.get("label_probs") is not None:
+        probs = torch.tensor(spec["label_probs"], dtype=torch.float64)
+        return torch.multinomial(probs, size, replacement=True, generator=gen)
     return torch.randint(0, spec["num_real_classes"], (size,), generator=gen)
 
 

@@ -36,6 +36,22 @@ def _class_setup(config: dict) -> tuple[int | None, int | None]:
     return num_classes, None
 
 
+def _label_probs(config: dict, evaluation: dict, n_real: int | None) -> list[float] | None:
+    """`evaluation.labels: train_frequencies`: class frequencies of the training feature store (§3.3)."""
+    if evaluation.get("labels", "uniform") == "uniform" or n_real is None:
+        return None
+    from uvit_pipeline.data.feature_store import FeatureStore
+
+    store = config.get("data", {}).get("path")
+    if not store or not Path(store).is_dir():
+        raise ValueError(
+            f"evaluation.labels=train_frequencies needs the training feature store, but the "
+            f"checkpoint's store {store!r} is not available; use evaluation.labels=uniform"
+        )
+    counts = np.bincount(FeatureStore(store).read_all("label"), minlength=n_real)[:n_real]
+    return (counts / counts.sum()).tolist()
+
+
 def sampling_spec(uvit_checkpoint: str, config: dict, evaluation: dict, features: dict) -> dict:
     """Everything the sampling job needs; its hash names the staging folder, so a rerun resumes there."""
     n_real, null = _class_setup(config)
@@ -63,6 +79,7 @@ def sampling_spec(uvit_checkpoint: str, config: dict, evaluation: dict, features
         "scale_factor": config.get("data", {}).get("scale_factor"),
         "decode_batch_size": evaluation.get("decode_batch_size", 50),
     }
+    spec["label_probs"] = _label_probs(config, evaluation, n_real)
     key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
     spec["out_dir"] = str((STAGING / key).resolve())
     return spec
