@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw
 
 log = logging.getLogger(__name__)
 
-DEMO_FORMAT_VERSION = 1
+DEMO_FORMAT_VERSION = 2
 _MARKER = ".uvit-demo"  # marks folders this module created (and may therefore replace)
 _SUPERSAMPLE = 4  # draw at 4x then downsample: anti-aliased edges even at 32 px
 
@@ -48,11 +48,13 @@ _BACKGROUNDS = ("grey", "pastel", "dark", "gradient")
 
 
 def _flat_colour(rng: np.random.Generator, kind: str) -> np.ndarray:
+    # Backgrounds vary in lightness, tint and gradient but stay low in saturation (a tint of at most
+    # ±12 per channel), so a class's colour is carried by its shape: that is what a tiny model trained
+    # for minutes can learn to condition on (docs/experiments.md).
     if kind == "grey":
         return np.full(3, rng.integers(70, 150), dtype=np.float64)
-    if kind == "dark":
-        return rng.integers(5, 55, size=3).astype(np.float64)
-    return rng.integers(170, 235, size=3).astype(np.float64)  # pastel
+    base = rng.integers(5, 55) if kind == "dark" else rng.integers(170, 235)  # dark | pastel
+    return np.clip(base + rng.integers(-12, 13, size=3), 0, 255).astype(np.float64)
 
 
 def _background(rng: np.random.Generator, kind: str, n: int) -> tuple[Image.Image, np.ndarray]:
