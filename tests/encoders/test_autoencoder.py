@@ -11,21 +11,9 @@ from uvit_pipeline.encoders import autoencoder as ae
 
 @pytest.fixture(scope="module")
 def vae_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    # four levels -> downsample factor 8 like KL-f8, at a tiny width (norm groups must divide 8)
-    vae = AutoencoderKL(
-        block_out_channels=(8, 8, 8, 8),
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=4,
-        sample_size=32,
-    )
-    with torch.no_grad():  # make logvar vary: random weights give logvar ≈ 0 everywhere otherwise
-        vae.quant_conv.bias[4:] = torch.tensor([-2.0, -1.0, 0.5, 1.0])
+    """Tiny KL-f8-shaped VAE (4 levels -> f=8, 4 latent channels), saved in diffusers format."""
     path = tmp_path_factory.mktemp("vae") / "tiny-kl-f8"
-    vae.save_pretrained(path)
+    ae.tiny_autoencoder(seed=0).save_pretrained(path)
     return path
 
 

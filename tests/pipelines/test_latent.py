@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from diffusers import AutoencoderKL
 
 from uvit_pipeline.data.demo import generate_demo_data
 from uvit_pipeline.data.feature_store import FeatureStore, FeatureStoreMismatch
@@ -61,20 +60,8 @@ def make_project(root: Path) -> None:
 @pytest.fixture(scope="module")
 def vae_dir(tmp_path_factory):
     """Tiny KL-f8-shaped VAE (4 levels -> f=8, 4 latent channels), saved in diffusers format."""
-    torch.manual_seed(0)
-    vae = AutoencoderKL(
-        block_out_channels=(8, 8, 8, 8),
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=4,
-        sample_size=32,
-    )
-    with torch.no_grad():  # spread logvar so the posterior std differs per channel (§4.5)
-        vae.quant_conv.bias[4:] = torch.tensor([-2.0, -1.0, 0.5, 1.0])
     path = tmp_path_factory.mktemp("vae") / "tiny-kl-f8"
-    vae.save_pretrained(path)
+    ae.tiny_autoencoder(seed=0).save_pretrained(path)
     return path
 
 

@@ -161,3 +161,23 @@ def load_autoencoder_spec(spec: str, device: str | torch.device = "cpu") -> Auto
     if ":" in name and not Path(name).exists():
         name, subfolder = name.split(":", 1)
     return load_autoencoder(name, device=device, subfolder=subfolder)
+
+
+def tiny_autoencoder(seed: int = 0) -> AutoencoderKL:
+    """A randomly initialised KL-f8-shaped AutoencoderKL (4 levels of width 8, 4 latent channels).
+
+    For offline demos and tests of the real loading/encoding/decoding code: its latents carry no learned
+    structure. The logvar biases are spread per channel so the posterior std differs between channels."""
+    torch.manual_seed(seed)
+    vae = AutoencoderKL(
+        block_out_channels=(8, 8, 8, 8),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=4,
+        sample_size=32,
+    )
+    with torch.no_grad():
+        vae.quant_conv.bias[4:] = torch.tensor([-2.0, -1.0, 0.5, 1.0])
+    return vae
