@@ -10,14 +10,6 @@ from uvit_pipeline.encoders import autoencoder as ae
 
 
 @pytest.fixture(scope="module")
-def vae_dir(tmp_path_factory):
-    """Tiny KL-f8-shaped VAE (4 levels -> f=8, 4 latent channels), saved in diffusers format."""
-    path = tmp_path_factory.mktemp("vae") / "tiny-kl-f8"
-    ae.tiny_autoencoder(seed=0).save_pretrained(path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def vae(vae_dir):
     return ae.load_autoencoder(vae_dir)
 

@@ -58,14 +58,6 @@ def make_project(root: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def vae_dir(tmp_path_factory):
-    """Tiny KL-f8-shaped VAE (4 levels -> f=8, 4 latent channels), saved in diffusers format."""
-    path = tmp_path_factory.mktemp("vae") / "tiny-kl-f8"
-    ae.tiny_autoencoder(seed=0).save_pretrained(path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def raw(tmp_path_factory):
     """Demo ImageNet-layout folder and the first N_IMAGES rows of its manifest (all 10 classes hit)."""
     root = tmp_path_factory.mktemp("raw")
