@@ -35,7 +35,7 @@ from uvit_pipeline.data.images import center_crop_adm, load_rgb, to_uint8_chw
 from uvit_pipeline.diffusion import get_schedule
 from uvit_pipeline.encoders.autoencoder import decode_latents, encode_moments
 from uvit_pipeline.models import OFFICIAL_CONFIGS, UViT, count_flops
-from uvit_pipeline.training.generate import generate_samples
+from uvit_pipeline.sampling.generate import generate_samples
 
 # Stable Diffusion v1 KL-f8 autoencoder in diffusers' config terms (§4.5: ch 128, ch_mult 1,2,4,4,
 # 2 res blocks per level, z 4, GroupNorm 32).

@@ -6,7 +6,7 @@ from typing import Any
 
 from kedro.framework.hooks import hook_impl
 
-from uvit_pipeline.pipelines.validation import ALL_SECTIONS, validate_sections
+from uvit_pipeline.pipelines.params import ALL_SECTIONS, validate_sections
 
 
 class ValidateParameters:

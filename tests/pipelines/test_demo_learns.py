@@ -17,13 +17,13 @@ from uvit_pipeline.metrics.demo_classifier import (
 )
 from uvit_pipeline.metrics.fid import frechet_distance, statistics
 from uvit_pipeline.models import UViT
+from uvit_pipeline.sampling.generate import generate_samples
 from uvit_pipeline.training import (
     TrainConfig,
     load_checkpoint_dir,
     load_uvit_from_checkpoint,
     train,
 )
-from uvit_pipeline.training.generate import generate_samples
 
 MODEL = dict(
     img_size=32, in_chans=3, patch_size=4, embed_dim=64, depth=4, num_heads=2, num_classes=11

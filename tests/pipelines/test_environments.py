@@ -10,7 +10,7 @@ import pytest
 from kedro.config import OmegaConfigLoader
 
 from uvit_pipeline.models import resolve_kwargs
-from uvit_pipeline.pipelines.validation import validate_sections
+from uvit_pipeline.pipelines.params import validate_sections
 from uvit_pipeline.settings import CONFIG_LOADER_ARGS
 
 ROOT = Path(__file__).resolve().parents[2]

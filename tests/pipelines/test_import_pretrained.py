@@ -21,8 +21,8 @@ from uvit_pipeline.pipelines.import_pretrained.nodes import (
     import_reference_stats,
     import_uvit_checkpoint,
 )
+from uvit_pipeline.sampling.generate import generate_samples
 from uvit_pipeline.training import load_checkpoint_dir, load_uvit_from_checkpoint
-from uvit_pipeline.training.generate import generate_samples
 
 TINY = "tiny_test_uvit"
 TINY_KWARGS = dict(

@@ -9,7 +9,7 @@ import pytest
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 
-from uvit_pipeline.pipelines.validation import validate_sections
+from uvit_pipeline.pipelines.params import validate_sections
 
 ROOT = Path(__file__).resolve().parents[2]
 STAGES = ["demo_data", "ingestion", "features", "fid_reference", "training", "evaluation"]

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
+from uvit_pipeline.training.data_order import ResumableDataOrder
 from uvit_pipeline.training.ema import create_ema, ema_update
 from uvit_pipeline.training.loop import make_optimizer, warmup_lambda
-from uvit_pipeline.training.sampler import ResumableSampler
 
 from .conftest import tiny_config
 
@@ -66,15 +66,15 @@ def _take(sampler, k: int) -> list[int]:
 
 def test_sampler_resumes_and_shards_consistently():
     n, gb = 10, 4
-    full = _take(ResumableSampler(n, gb, 0, 1, seed=3), 5 * gb)
+    full = _take(ResumableDataOrder(n, gb, 0, 1, seed=3), 5 * gb)
     # every epoch is a permutation
     assert sorted(full[:n]) == list(range(n))
     # resuming at step 2 continues exactly where step 2 starts
-    assert _take(ResumableSampler(n, gb, 0, 1, seed=3, start_step=2), 3 * gb) == full[2 * gb :]
+    assert _take(ResumableDataOrder(n, gb, 0, 1, seed=3, start_step=2), 3 * gb) == full[2 * gb :]
     # two ranks together read the same global batches as one process
-    r0 = _take(ResumableSampler(n, gb, 0, 2, seed=3), 2 * 3)
-    r1 = _take(ResumableSampler(n, gb, 1, 2, seed=3), 2 * 3)
+    r0 = _take(ResumableDataOrder(n, gb, 0, 2, seed=3), 2 * 3)
+    r1 = _take(ResumableDataOrder(n, gb, 1, 2, seed=3), 2 * 3)
     merged = [x for s in range(3) for x in r0[2 * s : 2 * s + 2] + r1[2 * s : 2 * s + 2]]
     assert merged == full[: 3 * gb]
     with pytest.raises(ValueError, match="not divisible"):
-        ResumableSampler(n, 5, 0, 2, seed=0)
+        ResumableDataOrder(n, 5, 0, 2, seed=0)

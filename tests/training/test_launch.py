@@ -11,9 +11,10 @@ import time
 
 import pytest
 
-from uvit_pipeline.training import build_launch_command, launch, train
-from uvit_pipeline.training.checkpoint import find_latest_checkpoint, write_json
-from uvit_pipeline.training.launcher import write_accelerate_config
+from uvit_pipeline._io import atomic_write_json
+from uvit_pipeline.launch import LaunchSpec, build_launch_command, write_accelerate_config
+from uvit_pipeline.training import launch_training, train
+from uvit_pipeline.training.checkpoint import find_latest_checkpoint
 
 from .conftest import tiny_config
 
@@ -23,11 +24,12 @@ def _events(run_dir) -> list[dict]:
 
 
 def test_command_for_two_cpu_processes_and_single_process(tmp_path):
+    args = ["--config", str(tmp_path / "c.json")]
     cmd = build_launch_command(
-        tmp_path / "c.json",
-        num_processes=2,
-        cpu=True,
-        main_process_port=1234,
+        LaunchSpec(num_processes=2, cpu=True),
+        "uvit_pipeline.training",
+        args,
+        port=1234,
         accelerate_config_file=tmp_path / "a.json",
     )
     assert cmd[:3] == [sys.executable, "-m", "accelerate.commands.launch"]
@@ -37,17 +39,23 @@ def test_command_for_two_cpu_processes_and_single_process(tmp_path):
     assert cmd[cmd.index("--num_processes") + 1] == "2"
     assert cmd[cmd.index("--main_process_port") + 1] == "1234"
     assert cmd[-4:] == ["-m", "uvit_pipeline.training", "--config", str(tmp_path / "c.json")]
-    one = build_launch_command(tmp_path / "c.json", cpu=True, mixed_precision="bf16")
+    one = build_launch_command(
+        LaunchSpec(cpu=True, mixed_precision="bf16"), "uvit_pipeline.training", args, port=1
+    )
     assert "--cpu" in one and "--multi_gpu" not in one
     assert one[one.index("--mixed_precision") + 1] == "bf16"
     with pytest.raises(ValueError, match="main_process_ip"):
-        build_launch_command(tmp_path / "c.json", num_processes=4, num_machines=2)
+        LaunchSpec(num_processes=4, num_machines=2).validate()
+    with pytest.raises(ValueError, match="launcher.num_procs"):
+        LaunchSpec.from_params({"num_procs": 2})
 
 
 @pytest.mark.slow
 def test_two_process_cpu_training_keeps_ranks_identical(tmp_path, pixel_store):
     run_dir = tmp_path / "run"
-    final = launch(tiny_config(run_dir, pixel_store, n_steps=4), num_processes=2)
+    final = launch_training(
+        tiny_config(run_dir, pixel_store, n_steps=4), LaunchSpec(num_processes=2)
+    )
     summary = json.loads((final / "summary.json").read_text())
     hashes = summary["rank_param_hashes"]
     assert [h["rank"] for h in hashes] == [0, 1]
@@ -58,15 +66,15 @@ def test_two_process_cpu_training_keeps_ranks_identical(tmp_path, pixel_store):
 
 
 def test_failed_child_raises_with_log_tail(tmp_path, pixel_store, monkeypatch):
-    import uvit_pipeline.training.launcher as launcher
+    import uvit_pipeline.launch as launch
 
     script = "import sys; print('line one'); print('boom: store missing'); sys.exit(3)"
     monkeypatch.setattr(
-        launcher, "build_launch_command", lambda *a, **k: [sys.executable, "-c", script]
+        launch, "build_launch_command", lambda *a, **k: [sys.executable, "-c", script]
     )
     cfg = tiny_config(tmp_path / "run", pixel_store)
     with pytest.raises(RuntimeError, match="(?s)exited with code 3.*boom: store missing"):
-        launch(cfg)
+        launch_training(cfg, LaunchSpec())
     assert "boom" in (tmp_path / "run" / "train.log").read_text()
     assert json.loads((tmp_path / "run" / "train_config.json").read_text()) == cfg.to_dict()
 
@@ -78,9 +86,16 @@ def test_killed_child_resumes_from_last_saved_step(tmp_path, pixel_store):
         run_dir, pixel_store, n_steps=60, save_interval=5, keep_last=3, log_interval=10
     )
     run_dir.mkdir()
-    write_json(run_dir / "train_config.json", cfg.to_dict())
-    acc = write_accelerate_config(run_dir / "accelerate_config.json", cpu=True)
-    cmd = build_launch_command(run_dir / "train_config.json", cpu=True, accelerate_config_file=acc)
+    atomic_write_json(run_dir / "train_config.json", cfg.to_dict())
+    spec = LaunchSpec(cpu=True)
+    acc = write_accelerate_config(run_dir / "accelerate_config.json", spec, port=29511)
+    cmd = build_launch_command(
+        spec,
+        "uvit_pipeline.training",
+        ["--config", str(run_dir / "train_config.json")],
+        port=29511,
+        accelerate_config_file=acc,
+    )
     with open(tmp_path / "first.log", "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.time() + 120

@@ -34,7 +34,7 @@ def trained(tmp_path_factory, pixel_store):
 def test_final_export_loads_strictly(trained):
     run_dir, final = trained
     assert final == run_dir / "final"
-    assert sorted(p.name for p in final.iterdir()) == [
+    assert sorted(p.name for p in final.iterdir() if not p.name.startswith(".")) == [
         "config.json",
         "nnet.safetensors",
         "nnet_ema.safetensors",
@@ -63,7 +63,8 @@ def test_metrics_checkpoints_and_keep_last(trained):
     assert m[0]["lr"] == pytest.approx(1e-3)
     # saved at 3 and 6; keep_last=2 keeps both
     assert sorted(p.name for p in (run_dir / "ckpts").iterdir()) == ["3.ckpt", "6.ckpt"]
-    assert sorted(p.name for p in (run_dir / "ckpts" / "6.ckpt").iterdir()) == [
+    ckpt6 = run_dir / "ckpts" / "6.ckpt"
+    assert sorted(p.name for p in ckpt6.iterdir() if not p.name.startswith(".")) == [
         "lr_scheduler.pt",
         "nnet.safetensors",
         "nnet_ema.safetensors",

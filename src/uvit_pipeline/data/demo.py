@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from .._io import atomic_write_json
+
 log = logging.getLogger(__name__)
 
 DEMO_FORMAT_VERSION = 2
@@ -130,12 +132,6 @@ def render_example(label: int, image_size: int, rng: np.random.Generator):
     return img, captions
 
 
-def _atomic_write_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
-
-
 def _write_split(
     stage: Path,
     split: str,
@@ -172,7 +168,7 @@ def _write_split(
     ann_dir = stage / "coco" / "annotations"
     ann_dir.mkdir(exist_ok=True)
     info = {"description": "uvit_pipeline synthetic demo data", "version": str(DEMO_FORMAT_VERSION)}
-    _atomic_write_json(
+    atomic_write_json(
         ann_dir / f"captions_{coco_split}.json",
         {"info": info, "licenses": [], "images": images, "annotations": anns},
     )
@@ -240,7 +236,7 @@ def generate_demo_data(
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     seconds = time.perf_counter() - t0
-    _atomic_write_json(meta_path, {"params": params, "summary": summary})
+    atomic_write_json(meta_path, {"params": params, "summary": summary})
     log.info(
         "wrote %d demo images (x2 layouts) to %s in %.1f s",
         summary["n_train"] + summary["n_val"],

@@ -20,6 +20,8 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from .._io import atomic_write
+
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
@@ -54,20 +56,6 @@ def _diff(store: dict, expected: dict, missing="<missing>") -> dict:
         for k, v in expected.items()
         if k not in store or store[k] != v
     }
-
-
-def _atomic_save(path: Path, write) -> None:
-    """Call `write(file_obj)` on a temp file, fsync, then os.replace onto `path`."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _shard_file(root: Path, shard: int, field: str) -> Path:
@@ -139,7 +127,7 @@ class FeatureStoreWriter:
         elif any(self.root.glob("shard-*.npy")):
             raise FileExistsError(f"{self.root} holds shards but no meta.json; refusing to mix")
         (self.root / _PARTS).mkdir(parents=True, exist_ok=True)
-        for tmp in [*self.root.glob(".*.tmp-*"), *(self.root / _PARTS).glob(".*.tmp-*")]:
+        for tmp in [*self.root.glob(".*.tmp"), *(self.root / _PARTS).glob(".*.tmp")]:
             tmp.unlink(missing_ok=True)  # leftovers of a crash mid-write
         if self._complete:
             self._shard, self._done = int(disk["num_shards"]), int(disk["num_rows"])
@@ -171,7 +159,7 @@ class FeatureStoreWriter:
         state = {"num_rows": self._done, "num_shards": self._shard, "complete": complete}
         text = json.dumps({**self._meta, **state}, indent=1, sort_keys=True).encode()
         self.root.mkdir(parents=True, exist_ok=True)
-        _atomic_save(self.root / "meta.json", lambda f: f.write(text))
+        atomic_write(self.root / "meta.json", lambda f: f.write(text))
 
     @property
     def resume_row(self) -> int:
@@ -223,7 +211,7 @@ class FeatureStoreWriter:
             return
         for k in self.fields:
             arr = self._buf[k][:n]
-            _atomic_save(_shard_file(self.root, self._shard, k), lambda f, a=arr: np.save(f, a))
+            atomic_write(_shard_file(self.root, self._shard, k), lambda f, a=arr: np.save(f, a))
         part = pd.DataFrame(self._rows)
         labels = self._buf["label"][:n]
         if "label" in part and not np.array_equal(part["label"].to_numpy(), labels):
@@ -234,7 +222,7 @@ class FeatureStoreWriter:
         part.insert(1, "shard", np.full(n, self._shard, dtype=np.int64))
         part.insert(2, "offset", np.arange(n, dtype=np.int64))
         part.insert(3, "label", labels.astype(np.int64))
-        _atomic_save(_part_file(self.root, self._shard), lambda f: part.to_parquet(f, index=False))
+        atomic_write(_part_file(self.root, self._shard), lambda f: part.to_parquet(f, index=False))
         self._done += n
         self._shard += 1
         self._rows = []
@@ -248,7 +236,7 @@ class FeatureStoreWriter:
         if not parts:
             raise ValueError(f"feature store {self.root}: no rows were added")
         manifest = pd.concat(parts, ignore_index=True)
-        _atomic_save(self.root / "manifest.parquet", lambda f: manifest.to_parquet(f, index=False))
+        atomic_write(self.root / "manifest.parquet", lambda f: manifest.to_parquet(f, index=False))
         self._write_meta(complete=True)
         self._complete = True
         for s in range(self._shard):

@@ -12,17 +12,17 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 from torch import nn
 from tqdm.auto import tqdm
 
+from uvit_pipeline._io import atomic_write_bytes
 from uvit_pipeline.metrics.fid import frechet_distance, statistics
 
 log = logging.getLogger(__name__)
@@ -199,18 +199,9 @@ def train_demo_classifier(
 
 def save_classifier(path: str | os.PathLike, model: DemoClassifier) -> None:
     """Write weights + config to a `.safetensors` file atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     metadata = {"format": _FORMAT, "config": json.dumps(model.config, sort_keys=True)}
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, save(tensors, metadata=metadata))
 
 
 def load_classifier(path: str | os.PathLike, device: str | torch.device = "cpu") -> DemoClassifier:

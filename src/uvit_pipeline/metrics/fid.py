@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -23,6 +22,8 @@ from PIL import Image
 from pytorch_fid import inception as fid_inception
 from scipy import linalg
 from tqdm.auto import tqdm
+
+from uvit_pipeline._io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -309,16 +310,7 @@ def save_stats(path: str | os.PathLike, mu: np.ndarray, sigma: np.ndarray) -> No
         raise ValueError(
             f"save_stats: need mu (D,) and sigma (D, D), got {mu.shape}, {sigma.shape}"
         )
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:  # a file object keeps np.savez from renaming to *.npz
-            np.savez(handle, mu=mu, sigma=sigma)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: np.savez(f, mu=mu, sigma=sigma))
 
 
 def load_stats(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:

@@ -22,6 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .._io import atomic_write_json, replace_dir
 from ..models import UViT
 
 logger = logging.getLogger(__name__)
@@ -37,14 +38,6 @@ STATE_FILES = (
 FINAL_FILES = ("nnet.safetensors", "nnet_ema.safetensors", "config.json", "summary.json")
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _cpu_state(module_or_state: nn.Module | dict) -> dict[str, torch.Tensor]:
     state = (
         module_or_state.state_dict() if isinstance(module_or_state, nn.Module) else module_or_state
@@ -53,32 +46,8 @@ def _cpu_state(module_or_state: nn.Module | dict) -> dict[str, torch.Tensor]:
 
 
 def write_json(path: Path, obj: Any) -> None:
-    """Write JSON atomically (tmp file + fsync + os.replace)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _commit_dir(tmp: Path, final: Path) -> None:
-    """fsync every file in `tmp`, then rename it to `final` (replacing an older one)."""
-    for p in tmp.iterdir():
-        _fsync(p)
-    _fsync(tmp)
-    if final.exists():
-        # Same step written again (e.g. re-export after resume): move the old one aside first,
-        # so `final` is never observed half-written.
-        old = final.with_name(final.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
-    _fsync(final.parent)
+    """Write JSON atomically (kept as a name: checkpoints and tests use it)."""
+    atomic_write_json(path, obj)
 
 
 def _fresh_tmp(final: Path) -> Path:
@@ -86,6 +55,11 @@ def _fresh_tmp(final: Path) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     return tmp
+
+
+def _commit_dir(tmp: Path, final: Path) -> None:
+    """fsync and rename `tmp` onto `final` in one step (replacing an older one)."""
+    replace_dir(tmp, final)
 
 
 def save_training_state(

@@ -23,9 +23,9 @@ from ..diffusion import get_schedule, noise_prediction_loss
 from ..models import UViT, train_step_flops
 from . import checkpoint as ckpt
 from .config import TrainConfig
+from .data_order import ResumableDataOrder
 from .ema import create_ema, ema_update
 from .monitor import JsonlWriter, param_hash, peak_flops, peak_memory_bytes, reset_peak_memory, sync
-from .sampler import ResumableSampler
 
 logger = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ def _make_loader(config: TrainConfig, accelerator: Accelerator, start_step: int)
         # flips / label drops differ per rank and per resume point (workers add their own seed)
         seed=config.seed + 7919 * rank + start_step,
     )
-    sampler = ResumableSampler(
+    order = ResumableDataOrder(
         len(dataset),
         config.batch_size,
         rank,
@@ -151,7 +151,7 @@ def _make_loader(config: TrainConfig, accelerator: Accelerator, start_step: int)
     return DataLoader(
         dataset,
         batch_size=config.batch_size // accelerator.num_processes,
-        sampler=sampler,
+        sampler=order,
         num_workers=config.data.num_workers,
         pin_memory=accelerator.device.type == "cuda",
         drop_last=True,

@@ -13,12 +13,12 @@ import torch
 from PIL import Image
 
 from uvit_pipeline.diffusion import get_schedule
+from uvit_pipeline.launch import LaunchSpec, run_under_accelerate
 from uvit_pipeline.metrics.fid import frechet_distance, statistics
 from uvit_pipeline.metrics.network import METRIC_NAMES, load_feature_network
-from uvit_pipeline.pipelines.validation import validate_evaluation
+from uvit_pipeline.pipelines.params import validate_evaluation
+from uvit_pipeline.sampling import collect, generate_samples, generate_to_dir, image_grid
 from uvit_pipeline.training import load_checkpoint_dir, load_uvit_from_checkpoint
-from uvit_pipeline.training.generate import collect, generate_samples, generate_to_dir, image_grid
-from uvit_pipeline.training.launcher import run_under_accelerate
 
 log = logging.getLogger(__name__)
 STAGING = Path("data/07_model_output/.staging")
@@ -94,11 +94,10 @@ def _generate(spec: dict, evaluation: dict) -> tuple[np.ndarray, np.ndarray | No
         spec_path = work / (Path(spec["out_dir"]).name + ".json")
         spec_path.write_text(json.dumps(spec, indent=2))
         run_under_accelerate(
+            LaunchSpec(num_processes=procs, cpu=spec["device"] == "cpu"),
             work,
-            "uvit_pipeline.training.generate",
+            "uvit_pipeline.sampling",
             ["--spec", str(spec_path)],
-            procs,
-            cpu=spec["device"] == "cpu",
             what="sampling child",
             log_path=work / (Path(spec["out_dir"]).name + ".log"),
         )

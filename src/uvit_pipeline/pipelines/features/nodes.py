@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from uvit_pipeline.data.extract import extract_features, in_memory_source
-from uvit_pipeline.pipelines.validation import validate_features
+from uvit_pipeline.pipelines.params import validate_features
 
 STAGING = Path("data/04_feature/.staging")
 

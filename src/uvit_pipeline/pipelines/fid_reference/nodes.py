@@ -12,7 +12,7 @@ import pandas as pd
 from uvit_pipeline.data.extract import in_memory_source, load_images
 from uvit_pipeline.metrics.fid import load_stats, statistics
 from uvit_pipeline.metrics.network import load_feature_network, write_network_dir
-from uvit_pipeline.pipelines.validation import validate_fid
+from uvit_pipeline.pipelines.params import validate_fid
 
 log = logging.getLogger(__name__)
 

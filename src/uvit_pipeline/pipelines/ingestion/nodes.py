@@ -7,7 +7,7 @@ import logging
 import pandas as pd
 
 from uvit_pipeline.data import ingest
-from uvit_pipeline.pipelines.validation import validate_data
+from uvit_pipeline.pipelines.params import validate_data
 
 log = logging.getLogger(__name__)
 

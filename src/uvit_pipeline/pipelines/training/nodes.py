@@ -5,11 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from pathlib import Path
 
 import mlflow
 
-from uvit_pipeline.training import TrainConfig, launch
+from uvit_pipeline.launch import LaunchSpec
+from uvit_pipeline.training import TrainConfig, launch_training
 
 log = logging.getLogger(__name__)
 
@@ -87,15 +89,8 @@ def train_uvit(
             "MLFLOW_EXPERIMENT_ID": run.info.experiment_id,
         }
         mlflow.set_tag("training.run_dir", config.run_dir)
-    final = launch(
-        config,
-        num_processes=int(launcher.get("num_processes", 1)),
-        num_machines=int(launcher.get("num_machines", 1)),
-        machine_rank=int(launcher.get("machine_rank", 0)),
-        main_process_ip=launcher.get("main_process_ip"),
-        main_process_port=launcher.get("main_process_port"),
-        env_extra=env,
-    )
+    os.environ.update(env)
+    final = launch_training(config, LaunchSpec.from_params(launcher))
     if (
         run is not None
     ):  # MLflow's atexit handler in the child marks the shared run FINISHED; undo that

@@ -3,16 +3,13 @@
 Samples are produced in fixed chunks; chunk k has its own seed (seed, k), so the images do not depend on
 how many processes share the work, and each chunk is written atomically to `chunk-<k>.npz` so an
 interrupted 50K-sample run resumes with the chunks that are missing. `python -m
-uvit_pipeline.training.generate --spec spec.json` is the `accelerate launch` entry point: rank r makes
+uvit_pipeline.sampling --spec spec.json` is the `accelerate launch` entry point: rank r makes
 chunks k ≡ r (mod world size).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,6 +17,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from uvit_pipeline._io import atomic_write
 from uvit_pipeline.diffusion import get_schedule, make_eps_fn, sample
 
 
@@ -152,13 +150,10 @@ def generate_to_dir(spec: dict, rank: int = 0, world_size: int = 1, progress: bo
             device=device,
             progress=False,
         )
-        tmp = out / f".chunk-{k:06d}.{os.getpid()}.npz"
-        np.savez(
-            tmp,
-            images=images,
-            labels=labels.numpy() if labels is not None else np.zeros(0, np.int64),
+        lab = labels.numpy() if labels is not None else np.zeros(0, np.int64)
+        atomic_write(
+            out / f"chunk-{k:06d}.npz", lambda f, a=images, b=lab: np.savez(f, images=a, labels=b)
         )
-        os.replace(tmp, out / f"chunk-{k:06d}.npz")
     return out
 
 
@@ -178,28 +173,3 @@ def collect(
             labels.append(f["labels"])
     lab = np.concatenate(labels)
     return np.concatenate(images), (lab if lab.size else None)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m uvit_pipeline.training.generate", description=__doc__
-    )
-    parser.add_argument("--spec", required=True, help="sampling spec JSON (see generate_to_dir)")
-    args = parser.parse_args(argv)
-    spec = json.loads(Path(args.spec).read_text(encoding="utf-8"))
-    from accelerate import Accelerator
-
-    accelerator = Accelerator(cpu=spec.get("device", "cpu") == "cpu")
-    spec["device"] = str(accelerator.device)
-    generate_to_dir(
-        spec,
-        accelerator.process_index,
-        accelerator.num_processes,
-        progress=accelerator.is_main_process,
-    )
-    accelerator.wait_for_everyone()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""Endless, resumable, rank-sharded sample order for the training DataLoader."""
+"""Endless, resumable, rank-sharded order of data items for the training DataLoader (a torch `Sampler`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import Sampler
 
 
-class ResumableSampler(Sampler[int]):
+class ResumableDataOrder(Sampler[int]):
     """Epoch-seeded shuffles of `n` items laid end to end; rank r reads its slice of each global batch.
 
     Global sample position p = step·global_batch + rank·per_rank + i, epoch = p // n, and the item is

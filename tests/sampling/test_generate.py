@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from uvit_pipeline.launch import LaunchSpec, run_under_accelerate
 from uvit_pipeline.models import UViT
+from uvit_pipeline.sampling.generate import collect, generate_to_dir, quantize
 from uvit_pipeline.training.checkpoint import export_final
-from uvit_pipeline.training.generate import collect, generate_to_dir, quantize
-from uvit_pipeline.training.launcher import run_under_accelerate
 
 KWARGS = dict(
     img_size=8, patch_size=2, in_chans=3, embed_dim=32, depth=2, num_heads=2, num_classes=5
@@ -90,11 +90,10 @@ def test_two_process_sampling_under_accelerate(checkpoint, tmp_path):
     spec = spec_for(checkpoint, tmp_path / "multi")
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     run_under_accelerate(
+        LaunchSpec(num_processes=2, cpu=True),
         tmp_path,
-        "uvit_pipeline.training.generate",
+        "uvit_pipeline.sampling",
         ["--spec", str(tmp_path / "spec.json")],
-        num_processes=2,
-        cpu=True,
         what="sampling child",
     )
     np.testing.assert_array_equal(
@@ -103,7 +102,7 @@ def test_two_process_sampling_under_accelerate(checkpoint, tmp_path):
 
 
 def test_labels_follow_given_class_frequencies(checkpoint, tmp_path):
-    from uvit_pipeline.training.generate import chunk_labels
+    from uvit_pipeline.sampling.generate import chunk_labels
 
     spec = spec_for(checkpoint, tmp_path / "freq")
     uniform = torch.cat([chunk_labels(spec, k, 4) for k in range(50)])

@@ -1,0 +1,173 @@
+"""Crash-safe file operations shared by the library and the Kedro datasets.
+
+Everything the project writes goes through these helpers: a file is written to a temporary sibling,
+flushed and fsynced, then renamed onto its final name, so a reader sees the old content or the new one,
+never half of it; a directory is built in a temporary sibling and renamed into place the same way.
+`StagingLock` keeps two runs from writing the same staging folder at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+# A folder holding this file was created by the project; only such folders may be replaced or removed.
+MARKER = ".uvit-pipeline"
+
+
+def fsync_path(path: str | os.PathLike) -> None:
+    """fsync a file or a directory (directory entries survive a power cut after a rename)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> Path:
+    """Call ``write(binary_file)`` on a temporary sibling of ``path``, fsync it, rename it onto ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    return atomic_write(path, lambda f: f.write(data))
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """JSON with sorted keys and indentation, written atomically."""
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def is_project_dir(path: str | os.PathLike) -> bool:
+    """True when ``path`` is a directory the project created (it holds the marker file)."""
+    return (Path(path) / MARKER).is_file()
+
+
+def mark_project_dir(path: str | os.PathLike) -> Path:
+    """Write the marker that says the project created ``path`` (so it may later replace it)."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path / MARKER, "created by uvit_pipeline; may be replaced by it\n")
+    return path
+
+
+def replace_dir(src: str | os.PathLike, dst: str | os.PathLike, *, copy: bool = False) -> Path:
+    """Put directory ``src`` at ``dst`` in one rename (copy first when asked or across filesystems).
+
+    An existing ``dst`` is replaced only if the project created it (it holds `MARKER`); anything
+    else at ``dst`` stops with an error naming the path. The result carries the marker.
+    """
+    src, dst = Path(src), Path(dst)
+    if not src.is_dir():
+        raise NotADirectoryError(f"expected a directory to place at {dst}, got {src}")
+    if dst.exists() and not is_project_dir(dst):
+        raise FileExistsError(
+            f"{dst} exists and was not created by uvit_pipeline (no {MARKER} file); refusing to "
+            "replace it. Move it away or point the catalog entry elsewhere."
+        )
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    if copy:
+        shutil.copytree(src, tmp, symlinks=True)
+    else:
+        try:
+            os.replace(src, tmp)
+        except OSError:  # another filesystem: copy, then drop the source
+            shutil.copytree(src, tmp, symlinks=True)
+            shutil.rmtree(src)
+    mark_project_dir(tmp)
+    for p in tmp.iterdir():
+        if p.is_file():
+            fsync_path(p)
+    fsync_path(tmp)
+    old = None
+    if dst.exists():
+        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
+        os.replace(dst, old)
+    os.replace(tmp, dst)
+    fsync_path(dst.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return dst
+
+
+def remove_project_dir(path: str | os.PathLike) -> None:
+    """Delete ``path`` if the project created it; refuse (naming the path) otherwise."""
+    path = Path(path)
+    if not path.exists():
+        return
+    if not is_project_dir(path):
+        raise FileExistsError(f"{path} was not created by uvit_pipeline; refusing to delete it")
+    shutil.rmtree(path)
+
+
+class LockedError(RuntimeError):
+    """Another live process holds the lock; the message names its pid and host."""
+
+
+class StagingLock:
+    """An exclusive, advisory lock on a staging folder, held for the life of a run.
+
+    The lock is `fcntl.flock` on `<folder>/.lock`, released by the kernel when the holder dies (also on
+    `kill -9`), so a crashed run never leaves a stale lock; the file records the holder's pid and host
+    for the error message of a second run.
+    """
+
+    def __init__(self, folder: str | os.PathLike, what: str = "staging folder"):
+        self.folder = Path(folder)
+        self.what = what
+        self._fd: int | None = None
+
+    def acquire(self) -> StagingLock:
+        import fcntl
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / ".lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 512, 0).decode(errors="replace").strip() or "unknown holder"
+            os.close(fd)
+            raise LockedError(
+                f"{self.what} {self.folder} is in use by another run ({holder}); wait for it to "
+                "finish, or stop it, before running the same step again"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on host {socket.gethostname()}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None
+
+    def __enter__(self) -> StagingLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
