@@ -1,47 +1,225 @@
-"""Project hooks."""
+"""Project hooks: the environment's default DAG, parameter validation, and everything MLflow.
+
+Nodes never touch MLflow: this module names the run, tags it with where every artefact lives, logs
+metrics/figures/reports from catalog entries marked for it, hands the run to training children, and
+removes runs that executed no node.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
+import subprocess
+from pathlib import Path
 from typing import Any
 
 from kedro.framework.hooks import hook_impl
 
-from uvit_pipeline.pipelines.params import ALL_SECTIONS, validate_sections
+from uvit_pipeline.pipelines.params import check_runtime_params, validate_all
+
+log = logging.getLogger(__name__)
+
+# Catalog metadata keys read by `MlflowTracking` (set in conf/*/catalog.yml):
+#   metadata: {mlflow: metrics}       the saved dict {name: number} is logged as metrics
+#   metadata: {mlflow: artifact, mlflow_folder: evaluation}   the saved image/dict/text is an artifact
+#   metadata: {mlflow: tag}           the saved/loaded location is recorded as tag `<entry>.path`
+
+
+class ExperimentPipelines:
+    """`__default__` = the stages the environment lists in `globals.yml` under `pipelines`."""
+
+    @hook_impl
+    def after_context_created(self, context) -> None:
+        from kedro.framework.project import PACKAGE_NAME, pipelines
+
+        from uvit_pipeline import pipeline_registry
+
+        stages = context.config_loader["globals"].get("pipelines")
+        before = pipeline_registry._default_stages
+        pipeline_registry.set_default_stages(stages)
+        if pipeline_registry._default_stages != before:
+            pipelines.configure(f"{PACKAGE_NAME}.pipeline_registry")  # rebuild `__default__`
 
 
 class ValidateParameters:
-    """Reject invalid parameters when the catalog is built: before any node runs and before an MLflow run
-    is opened. Every section is checked, whichever pipeline runs: an experiment's configuration is valid
-    as a whole or not at all."""
+    """Reject invalid or unknown parameters before any node runs and before an MLflow run opens."""
+
+    def __init__(self) -> None:
+        self._env: str | None = None
+        self._conf_source: str | None = None
+
+    @hook_impl
+    def after_context_created(self, context) -> None:
+        loader = context.config_loader
+        self._env = context.env or loader.default_run_env
+        check_runtime_params(loader.runtime_params or {}, Path(str(loader.conf_source)), self._env)
 
     @hook_impl
     def after_catalog_created(self, catalog) -> None:
         if "parameters" in catalog:
-            validate_sections(catalog.load("parameters"), ALL_SECTIONS)
+            validate_all(catalog.load("parameters"))
 
 
-class LogArtifacts:
-    """Log a saved dataset's file to the active MLflow run when its catalog entry has
-    ``metadata: {mlflow_artifact_path: <folder>}``. Unlike kedro-mlflow's MlflowArtifactDataset wrapper,
-    this keeps the entry an ordinary versioned dataset (the wrapper's own save version clashes with the
-    session's in Kedro 1.7)."""
+def _git_commit(cwd: Path) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+class MlflowTracking:
+    """Run name, tags, metrics and artifacts of the kedro-mlflow run; training children join it."""
+
+    CHILD_TAG = "launches_child"  # nodes whose accelerate children log into the run
 
     def __init__(self) -> None:
         self._catalog = None
+        self._env = None
+        self._names: list[str] = []
+        self._nodes_run = 0
+        self._named = False
+        self._saved_env: dict[str, str | None] = {}
+
+    @staticmethod
+    def _run():
+        import mlflow
+
+        return mlflow.active_run()
+
+    @hook_impl
+    def after_context_created(self, context) -> None:
+        self._env = context.env or context.config_loader.default_run_env
 
     @hook_impl
     def after_catalog_created(self, catalog) -> None:
         self._catalog = catalog
 
     @hook_impl
-    def after_dataset_saved(self, dataset_name: str, data: Any, node) -> None:
+    def before_pipeline_run(self, run_params: dict) -> None:
+        self._names = list(run_params.get("pipeline_names") or ["__default__"])
+        self._nodes_run, self._named = 0, False
+        self._name_run()
+
+    def _name_run(self) -> None:
+        """Name and tag the run once it exists (kedro-mlflow opens it in its own hook)."""
         import mlflow
 
-        if self._catalog is None or mlflow.active_run() is None:
+        run = self._run()
+        if run is None or self._named:
             return
-        dataset = self._catalog.get(dataset_name)
-        folder = (getattr(dataset, "metadata", None) or {}).get("mlflow_artifact_path")
-        if folder is None:
+        names = ["default" if n == "__default__" else n for n in self._names]
+        mlflow.set_tag("mlflow.runName", f"{self._env} · {'+'.join(names)}")
+        tags = {"kedro.env": self._env}
+        commit = _git_commit(Path.cwd())
+        if commit:
+            tags["git.commit"] = commit
+        mlflow.set_tags(tags)
+        # Open the experiment in MLflow's model-training view, not the GenAI one.
+        mlflow.MlflowClient().set_experiment_tag(
+            run.info.experiment_id, "mlflow.experimentKind", "custom_model_development"
+        )
+        self._named = True
+
+    @hook_impl
+    def before_node_run(self, node) -> None:
+        import mlflow
+
+        self._nodes_run += 1
+        self._name_run()
+        run = self._run()
+        if run is None or self.CHILD_TAG not in node.tags:
             return
-        path = dataset._get_load_path() if hasattr(dataset, "_get_load_path") else dataset._filepath
-        mlflow.log_artifact(str(path), artifact_path=folder)
+        # The accelerate child logs its curves into this run, in this experiment (no stray one).
+        experiment = mlflow.get_experiment(run.info.experiment_id)
+        child_env = {
+            "MLFLOW_RUN_ID": run.info.run_id,
+            "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri(),
+            "MLFLOW_EXPERIMENT_NAME": experiment.name,
+            "MLFLOW_EXPERIMENT_ID": run.info.experiment_id,
+        }
+        self._saved_env = {k: os.environ.get(k) for k in child_env}
+        os.environ.update(child_env)
+
+    def _after_child(self) -> None:
+        import mlflow
+
+        if not self._saved_env:
+            return
+        for key, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        self._saved_env = {}
+        run = self._run()
+        if run is not None:
+            # MLflow's exit handler in the child marked the shared run FINISHED; it is still running.
+            mlflow.MlflowClient().update_run(run.info.run_id, status="RUNNING")
+
+    @hook_impl
+    def after_node_run(self, node) -> None:
+        self._after_child()
+
+    @hook_impl
+    def on_node_error(self, node) -> None:
+        self._after_child()
+
+    def _metadata(self, name: str) -> dict:
+        if self._catalog is None or name not in self._catalog:
+            return {}
+        dataset = self._catalog.get(name)
+        return getattr(dataset, "metadata", None) or {}
+
+    def _tag_location(self, name: str, data: Any) -> None:
+        import mlflow
+
+        dataset = self._catalog.get(name) if self._catalog is not None else None
+        where = getattr(dataset, "location", None)
+        if where is None and isinstance(data, str) and Path(data).exists():
+            where = data
+        if where is not None:
+            mlflow.set_tag(f"{name}.path", str(where))
+
+    @hook_impl
+    def after_dataset_loaded(self, dataset_name: str, data: Any) -> None:
+        if self._run() is not None and self._metadata(dataset_name).get("mlflow") == "tag":
+            self._tag_location(dataset_name, data)
+
+    @hook_impl
+    def after_dataset_saved(self, dataset_name: str, data: Any) -> None:
+        import mlflow
+
+        meta = self._metadata(dataset_name)
+        kind = meta.get("mlflow")
+        if self._run() is None or kind is None:
+            return
+        if kind == "tag":
+            self._tag_location(dataset_name, data)
+        elif kind == "metrics":
+            numbers = {k: float(v) for k, v in data.items() if isinstance(v, int | float)}
+            mlflow.log_metrics(numbers)
+        elif kind == "artifact":
+            folder = meta.get("mlflow_folder", "outputs")
+            filename = meta.get("mlflow_file", dataset_name)
+            if hasattr(data, "save") and hasattr(data, "size"):  # a PIL image
+                mlflow.log_image(data, artifact_file=f"{folder}/{filename}.png")
+            elif isinstance(data, dict | list):
+                mlflow.log_dict(data, f"{folder}/{filename}.json")
+            elif isinstance(data, str):
+                mlflow.log_text(data, f"{folder}/{filename}")
+        else:
+            raise ValueError(f"catalog entry {dataset_name}: unknown metadata mlflow={kind!r}")
+
+    @hook_impl
+    def after_pipeline_run(self) -> None:
+        import mlflow
+
+        run = self._run()
+        if run is not None and self._nodes_run == 0:
+            # Nothing was executed (e.g. --only-missing-outputs after a finished run): leave no run.
+            log.info("No node ran; removing the empty MLflow run %s", run.info.run_id)
+            mlflow.end_run()
+            mlflow.delete_run(run.info.run_id)

@@ -1,15 +1,30 @@
-"""Project pipelines: one per folder in `pipelines/`; `__default__` is the demo DAG end to end."""
+"""Project pipelines: one per folder in `pipelines/`.
+
+`__default__` is the experiment of the active environment: the stages listed under `pipelines` in its
+`globals.yml` (for the demo: the generator, then ingestion to evaluation; for a paper experiment:
+ingestion to evaluation, never the demo generator). `hooks.ExperimentPipelines` passes that list in
+when the Kedro context is created; without it (e.g. `kedro viz` without hooks) the demo's list applies.
+"""
 
 from kedro.framework.project import find_pipelines
 from kedro.pipeline import Pipeline
 
-# The stages of one experiment, raw images to an FID number (architecture §2).
-DEFAULT_STAGES = ("demo_data", "ingestion", "features", "fid_reference", "training", "evaluation")
+DEMO_STAGES = ("demo_data", "ingestion", "features", "fid_reference", "training", "evaluation")
+_default_stages: tuple[str, ...] = DEMO_STAGES
+
+
+def set_default_stages(stages) -> None:
+    """Choose the stages `__default__` runs (called once per Kedro context by the project hook)."""
+    global _default_stages
+    stages = tuple(stages or DEMO_STAGES)
+    if not stages or not all(isinstance(s, str) for s in stages):
+        raise ValueError(f"globals.pipelines must be a list of pipeline names, got {stages!r}")
+    _default_stages = stages
 
 
 def register_pipelines() -> dict[str, Pipeline]:
-    # Kedro 1.7 imports only the pipelines a run asks for; `__default__` exists when all stages are loaded.
     pipelines = find_pipelines(raise_errors=True)
-    if all(name in pipelines for name in DEFAULT_STAGES):
-        pipelines["__default__"] = sum((pipelines[name] for name in DEFAULT_STAGES), Pipeline([]))
+    # Kedro 1.7 imports only the pipelines a run asks for; `__default__` exists when its stages are loaded.
+    if all(name in pipelines for name in _default_stages):
+        pipelines["__default__"] = sum((pipelines[n] for n in _default_stages), Pipeline([]))
     return pipelines

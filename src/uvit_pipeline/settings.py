@@ -1,6 +1,8 @@
 """Kedro project settings (https://docs.kedro.org/en/stable/kedro_project_setup/settings.html)."""
 
+import hashlib
 import os
+from pathlib import Path
 
 from kedro.config import OmegaConfigLoader
 
@@ -8,15 +10,50 @@ from kedro.config import OmegaConfigLoader
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
-CONFIG_LOADER_CLASS = OmegaConfigLoader
+
+def data_tag(name: str, default_root: str, root: str | None = None) -> str:
+    """The data set's name in catalog paths: ``name`` for the environment's own raw data, and
+    ``name-<folder>-<hash>`` when ``--params data_root=...`` points elsewhere, so artefacts of another
+    data set never become versions of this one."""
+    if root is None or Path(str(root)).resolve() == Path(str(default_root)).resolve():
+        return name
+    resolved = str(Path(str(root)).resolve())
+    return f"{name}-{Path(resolved).name}-{hashlib.sha1(resolved.encode()).hexdigest()[:8]}"
+
+
+class ProjectConfigLoader(OmegaConfigLoader):
+    """OmegaConfigLoader that names an unknown environment (and the known ones) instead of failing
+    later inside a plugin with an unrelated error."""
+
+    def __init__(self, conf_source, env=None, runtime_params=None, **kwargs):
+        run_env = env or kwargs.get("default_run_env")
+        root = Path(str(conf_source))
+        if run_env and root.is_dir() and not (root / run_env).is_dir():
+            known = sorted(
+                p.name for p in root.iterdir() if p.is_dir() and p.name not in ("base", "local")
+            )
+            raise ValueError(
+                f"Environment {run_env!r} does not exist (no folder {root / run_env}). "
+                f"Known environments: {', '.join(known)}"
+            )
+        super().__init__(conf_source, env=env, runtime_params=runtime_params, **kwargs)
+
+
+CONFIG_LOADER_CLASS = ProjectConfigLoader
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
-    "default_run_env": "local",
+    # A plain `kedro run` is the offline demo; paper experiments are `--env <experiment>`.
+    "default_run_env": "demo",
     # An experiment environment lists only what differs from base: nested keys are deep-merged, so an
-    # override of `training.lr` keeps `training.batch_size` (kedro-conventions §2.1).
+    # override of `training.lr` keeps `training.batch_size`.
     "merge_strategy": {"parameters": "soft", "mlflow": "soft", "globals": "soft"},
+    "custom_resolvers": {"data_tag": data_tag},
 }
 
-from uvit_pipeline.hooks import LogArtifacts, ValidateParameters  # noqa: E402
+from uvit_pipeline.hooks import (  # noqa: E402
+    ExperimentPipelines,
+    MlflowTracking,
+    ValidateParameters,
+)
 
-HOOKS = (ValidateParameters(), LogArtifacts())
+HOOKS = (ExperimentPipelines(), ValidateParameters(), MlflowTracking())

@@ -8,7 +8,6 @@ import torch
 from uvit_pipeline.diffusion import (
     VPSDE,
     DiscreteSchedule,
-    draw_class_labels,
     make_eps_fn,
     null_class_labels,
     null_context,
@@ -94,12 +93,3 @@ def test_cfg_argument_errors():
         make_eps_fn(net, VPSDE(), cfg_scale=-0.1)
     with pytest.raises(ValueError, match="null_cond"):
         make_eps_fn(net, VPSDE(), cond=torch.tensor([1]), cfg_scale=0.4)
-
-
-def test_draw_class_labels_uniform():
-    y = draw_class_labels(20000, 10, generator=torch.Generator().manual_seed(0))
-    assert y.dtype == torch.long and int(y.min()) == 0 and int(y.max()) == 9
-    counts = torch.bincount(y, minlength=10).float()
-    assert (counts / 2000 - 1).abs().max() < 0.1
-    with pytest.raises(ValueError, match="num_classes"):
-        draw_class_labels(4, 0)

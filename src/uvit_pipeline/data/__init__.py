@@ -9,7 +9,7 @@ from .feature_store import (
     FeatureStoreWriter,
 )
 from .images import (
-    CROP_RULES,
+    CROPS,
     ImageError,
     apply_crop,
     celeba_crop,
@@ -25,7 +25,7 @@ from .ingest import scan_celeba, scan_coco, scan_imagenet_folder
 from .torch_datasets import FeatureDataset
 
 __all__ = [
-    "CROP_RULES",
+    "CROPS",
     "FeatureDataset",
     "FeatureStore",
     "FeatureStoreIncomplete",

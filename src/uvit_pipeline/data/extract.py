@@ -14,26 +14,13 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .feature_store import FeatureStoreWriter
-from .images import celeba_crop, center_crop_adm, coco_crop, load_rgb, to_uint8_chw
+from .images import apply_crop, load_rgb, to_uint8_chw
 
 log = logging.getLogger(__name__)
 
-CROPS: dict[str, Callable] = {
-    "adm": center_crop_adm,  # §7.1
-    "celeba": celeba_crop,  # §7.2
-    "coco": coco_crop,  # §7.3
-}
-
 
 def _crop_uint8(img, crop: str, resolution: int) -> np.ndarray:
-    if crop == "none":
-        if img.size != (resolution, resolution):
-            raise ValueError(
-                f"image is {img.size[0]}x{img.size[1]}, expected {resolution}x{resolution} "
-                "with features.crop=none"
-            )
-        return to_uint8_chw(img)
-    return to_uint8_chw(CROPS[crop](img, resolution))
+    return to_uint8_chw(apply_crop(img, crop, resolution))
 
 
 def _decoder(

@@ -93,19 +93,29 @@ def coco_crop(img: Image.Image, size: int) -> Image.Image:
     return img.resize((size, size), resample=Image.LANCZOS)
 
 
-# Crop rule names recorded as the feature store's `crop` meta field.
-CROP_RULES: dict[str, Callable[[Image.Image, int], Image.Image]] = {
-    "adm_center": center_crop_adm,
-    "celeba": celeba_crop,
-    "coco_center_lanczos": coco_crop,
+def _no_crop(img: Image.Image, size: int) -> Image.Image:
+    """Images used as distributed (CIFAR-10 32×32, §7.2): only check the size."""
+    if img.size != (size, size):
+        raise ValueError(
+            f"image is {img.size[0]}x{img.size[1]}, expected {size}x{size} with features.crop=none"
+        )
+    return img
+
+
+# The one registry of crop rules (`features.crop`; recorded as the feature store's `crop` meta field).
+CROPS: dict[str, Callable[[Image.Image, int], Image.Image]] = {
+    "adm": center_crop_adm,  # ImageNet, §7.1
+    "celeba": celeba_crop,  # §7.2
+    "coco": coco_crop,  # §7.3
+    "none": _no_crop,  # CIFAR-10, §7.2
 }
 
 
 def apply_crop(img: Image.Image, rule: str, size: int) -> Image.Image:
-    """Apply the crop rule named `rule` (a key of `CROP_RULES`)."""
-    if rule not in CROP_RULES:
-        raise ValueError(f"unknown crop rule {rule!r}; known: {sorted(CROP_RULES)}")
-    return CROP_RULES[rule](img, size)
+    """Apply the crop rule named `rule` (a key of `CROPS`)."""
+    if rule not in CROPS:
+        raise ValueError(f"unknown crop rule {rule!r}; known: {sorted(CROPS)}")
+    return CROPS[rule](img, size)
 
 
 def to_uint8_chw(img: Image.Image) -> np.ndarray:

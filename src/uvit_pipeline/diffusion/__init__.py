@@ -1,6 +1,6 @@
 """Diffusion processes, training loss, samplers and guidance for U-ViT (uvit-reference §4–§5)."""
 
-from .guidance import draw_class_labels, make_eps_fn, null_class_labels, null_context
+from .guidance import make_eps_fn, null_class_labels, null_context
 from .losses import noise_prediction_loss
 from .samplers import SAMPLERS, sample
 from .schedules import SCHEDULES, VPSDE, DiscreteSchedule, NoiseSchedule, get_schedule
@@ -11,7 +11,6 @@ __all__ = [
     "DiscreteSchedule",
     "NoiseSchedule",
     "VPSDE",
-    "draw_class_labels",
     "get_schedule",
     "make_eps_fn",
     "noise_prediction_loss",

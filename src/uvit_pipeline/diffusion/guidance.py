@@ -8,7 +8,7 @@ import torch
 
 from .schedules import NoiseSchedule
 
-__all__ = ["make_eps_fn", "null_class_labels", "null_context", "draw_class_labels"]
+__all__ = ["make_eps_fn", "null_class_labels", "null_context"]
 
 
 def _match_batch(cond: torch.Tensor, batch: int, name: str) -> torch.Tensor:
@@ -74,12 +74,3 @@ def null_context(empty_context: torch.Tensor, batch: int) -> torch.Tensor:
             f"empty_context must have shape (L, D) or (1, L, D), got {tuple(empty_context.shape)}"
         )
     return empty_context.expand(batch, -1, -1)
-
-
-def draw_class_labels(
-    batch: int, num_classes: int, generator: torch.Generator | None = None, device=None
-) -> torch.Tensor:
-    """Labels for FID sampling: y ~ Uniform{0..K−1} (ImageNet-256/512 eval, §3.3), shape (B,)."""
-    if num_classes < 1:
-        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-    return torch.randint(0, num_classes, (batch,), generator=generator, device=device)

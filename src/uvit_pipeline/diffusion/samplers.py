@@ -18,14 +18,9 @@ from tqdm.auto import tqdm
 
 from .schedules import NoiseSchedule
 
-__all__ = ["SAMPLERS", "DEFAULT_STEPS", "DEFAULT_T_END", "fast_orders", "sample"]
+__all__ = ["SAMPLERS", "DEFAULT_STEPS", "DEFAULT_T_END", "SamplerSpec", "fast_orders", "sample"]
 
 EpsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-SAMPLERS = ("euler_maruyama", "dpm_solver", "dpm_solver_pp")
-DEFAULT_STEPS = {"euler_maruyama": 1000, "dpm_solver": 50, "dpm_solver_pp": 50}  # §3.3
-# euler_maruyama: smallest non-zero grid time (last step goes on to 0); the others: final time (§5.1, §5.2).
-DEFAULT_T_END = {"euler_maruyama": 1e-3, "dpm_solver": 1e-4, "dpm_solver_pp": 1e-3}
 
 
 class _Coef(NamedTuple):
@@ -184,6 +179,25 @@ def _dpm_solver_pp_fast(ev: _Evaluator, x: torch.Tensor, steps: int, t_end: floa
     return x
 
 
+class SamplerSpec(NamedTuple):
+    """A sampler: its integration routine and the paper's defaults (§3.3, §5)."""
+
+    run: Callable  # (evaluator, x_T, steps, t_end, generator) -> x_0
+    default_steps: int
+    default_t_end: float  # euler_maruyama: smallest non-zero grid time; the others: final time
+    min_steps: int = 1
+
+
+# The one registry of samplers; parameters and validators take their names from here.
+SAMPLERS: dict[str, SamplerSpec] = {
+    "euler_maruyama": SamplerSpec(_euler_maruyama, 1000, 1e-3, min_steps=2),  # §5.1
+    "dpm_solver": SamplerSpec(lambda ev, x, n, t, g: _dpm_solver_fast(ev, x, n, t), 50, 1e-4),
+    "dpm_solver_pp": SamplerSpec(lambda ev, x, n, t, g: _dpm_solver_pp_fast(ev, x, n, t), 50, 1e-3),
+}
+DEFAULT_STEPS = {name: spec.default_steps for name, spec in SAMPLERS.items()}
+DEFAULT_T_END = {name: spec.default_t_end for name, spec in SAMPLERS.items()}
+
+
 @torch.no_grad()
 def sample(
     eps_fn: EpsFn,
@@ -206,25 +220,20 @@ def sample(
     """
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; known: {list(SAMPLERS)}")
-    steps = DEFAULT_STEPS[sampler] if steps is None else steps
-    min_steps = 2 if sampler == "euler_maruyama" else 1
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < min_steps:
+    spec = SAMPLERS[sampler]
+    steps = spec.default_steps if steps is None else steps
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < spec.min_steps:
         raise ValueError(
-            f"steps must be an int >= {min_steps} for sampler {sampler!r}, got {steps!r}"
+            f"steps must be an int >= {spec.min_steps} for sampler {sampler!r}, got {steps!r}"
         )
-    t_end = DEFAULT_T_END[sampler] if t_end is None else float(t_end)
+    t_end = spec.default_t_end if t_end is None else float(t_end)
     if not 0.0 < t_end < 1.0:
         raise ValueError(f"t_end must lie in (0, 1), got {t_end}")
     if not isinstance(x_T, torch.Tensor) or not x_T.is_floating_point() or x_T.ndim < 1:
         raise ValueError("x_T must be a floating-point tensor of shape (B, ...)")
     with tqdm(total=steps, desc=sampler, disable=not progress) as bar:
         ev = _Evaluator(eps_fn, schedule, clip_x0, bar)
-        if sampler == "euler_maruyama":
-            x = _euler_maruyama(ev, x_T, steps, t_end, generator)
-        elif sampler == "dpm_solver":
-            x = _dpm_solver_fast(ev, x_T, steps, t_end)
-        else:
-            x = _dpm_solver_pp_fast(ev, x_T, steps, t_end)
+        x = spec.run(ev, x_T, steps, t_end, generator)
     if ev.nfe != steps:  # internal invariant: the NFE budget is exactly `steps`
         raise RuntimeError(f"{sampler} used {ev.nfe} evaluations instead of {steps}")
     return x
