@@ -45,19 +45,21 @@ class ValidateParameters:
     """Reject invalid or unknown parameters before any node runs and before an MLflow run opens."""
 
     def __init__(self) -> None:
-        self._env: str | None = None
-        self._conf_source: str | None = None
+        self._runtime: dict = {}
 
     @hook_impl
     def after_context_created(self, context) -> None:
         loader = context.config_loader
-        self._env = context.env or loader.default_run_env
-        check_runtime_params(loader.runtime_params or {}, Path(str(loader.conf_source)), self._env)
+        env = context.env or loader.default_run_env
+        self._runtime = dict(loader.runtime_params or {})
+        check_runtime_params(self._runtime, Path(str(loader.conf_source)), env)
 
     @hook_impl
     def after_catalog_created(self, catalog) -> None:
         if "parameters" in catalog:
             validate_all(catalog.load("parameters"))
+        # The run report lists what this run changed on the command line.
+        catalog["run_overrides"] = self._runtime
 
 
 def _git_commit(cwd: Path) -> str | None:

@@ -10,7 +10,9 @@ from torch.utils.data import Dataset, get_worker_info
 
 from .feature_store import FeatureStore
 
+# The one registry of feature kinds (`features.kind`) and the store field each one reads.
 _FIELD_OF_KIND = {"pixels": "x", "latent_moments": "moments"}
+FEATURE_KINDS = tuple(_FIELD_OF_KIND)
 
 
 class FeatureDataset(Dataset):

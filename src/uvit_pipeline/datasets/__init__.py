@@ -1,6 +1,12 @@
-"""Kedro dataset classes for the project's artifacts (directories, statistics, raw data roots)."""
+"""Kedro dataset classes for the project's artifacts (directories, statistics, raw data, external weights)."""
 
-from .directory import DirectoryDataset, RawDirectoryDataset
+from .directory import DirectoryDataset, NotUsed, PretrainedDataset, RawDirectoryDataset
 from .stats import NpzStatsDataset
 
-__all__ = ["DirectoryDataset", "NpzStatsDataset", "RawDirectoryDataset"]
+__all__ = [
+    "DirectoryDataset",
+    "NotUsed",
+    "NpzStatsDataset",
+    "PretrainedDataset",
+    "RawDirectoryDataset",
+]

@@ -1,73 +1,79 @@
-"""Directory-valued catalog entries: feature stores, checkpoints, raw data roots.
+"""Directory-valued catalog entries: feature stores, checkpoints, samples, raw data roots, and
+references to weights that live outside the project.
 
-A node builds a directory somewhere stable (a staging folder it can resume in) and returns its path; the
-dataset then *moves* it into the catalog location in one rename, so a catalog entry is either complete or
-absent. Loading returns the directory path as a string: stores are memory-mapped, checkpoints are opened
-by the consumer, nothing large is read into the Kedro process.
+A node builds a directory in a staging folder (where an interrupted build resumes) and returns its
+path; `DirectoryDataset.save` moves it into the catalog location in one rename, so an entry is complete
+or absent, and it replaces an existing directory only if the project created it. Loading returns the
+directory's path: stores are memory-mapped, checkpoints are opened by their consumer, nothing large is
+read into the Kedro process.
 """
 
 from __future__ import annotations
 
+import json
 import os
-import shutil
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from kedro.io import AbstractVersionedDataset, DatasetError, Version
+from kedro.io import AbstractDataset, AbstractVersionedDataset, DatasetError, Version
+
+from uvit_pipeline._io import replace_dir
 
 
-def _move_into_place(src: Path, dst: Path, copy: bool) -> None:
-    """Place directory ``src`` at ``dst`` atomically (rename; copy then rename across filesystems)."""
-    if not src.is_dir():
-        raise DatasetError(
-            f"Expected a directory to save at '{dst}', got '{src}' which is not one."
-        )
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    if copy:
-        shutil.copytree(src, tmp)
-    else:
-        try:
-            os.replace(src, tmp)
-        except OSError:  # another filesystem: copy, then drop the source
-            shutil.copytree(src, tmp)
-            shutil.rmtree(src)
-    old = None
-    if dst.exists():
-        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
-        os.replace(dst, old)
-    os.replace(tmp, dst)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+def _summary(path: Path) -> dict[str, Any]:
+    """Files and bytes under ``path`` (what kedro-viz shows for a directory entry)."""
+    n, size = 0, 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            n += 1
+            size += os.path.getsize(os.path.join(root, name))
+    return {"files": n, "bytes": size, "size": f"{size / 2**20:.1f} MiB"}
 
 
 class DirectoryDataset(AbstractVersionedDataset[str, str]):
-    """A versionable directory artifact: ``save(path)`` moves (or copies) a finished directory in."""
+    """A (versionable) directory artefact: ``save(path)`` moves (or copies) a finished directory in."""
 
     def __init__(
         self,
         *,
         filepath: str,
         copy: bool = False,
+        optional: bool = False,
         version: Version | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> None:
+        """`copy`: copy the directory in and keep the source (a cache in the staging area);
+        `optional`: load a missing entry as None (the consuming node decides whether it needs it)."""
         self._copy = copy
+        self._optional = optional
         self.metadata = metadata
         super().__init__(PurePosixPath(filepath), version)
 
-    def load(self) -> str:
-        path = Path(self._get_load_path().as_posix())
+    @property
+    def location(self) -> str:
+        """Where the entry is now (the newest version when versioned)."""
+        return self._get_load_path().as_posix()
+
+    def load(self) -> str | None:
+        try:
+            path = Path(self._get_load_path().as_posix())
+        except DatasetError:  # versioned and no version saved yet
+            if self._optional:
+                return None
+            raise
         if not path.is_dir():
+            if self._optional:
+                return None
             raise DatasetError(
                 f"Directory '{path}' does not exist: run the pipeline that writes it first."
             )
         return str(path)
 
     def save(self, data: str | os.PathLike) -> None:
-        _move_into_place(Path(data), Path(self._get_save_path().as_posix()), self._copy)
+        try:
+            replace_dir(data, self._get_save_path().as_posix(), copy=self._copy)
+        except (FileExistsError, NotADirectoryError) as err:
+            raise DatasetError(str(err)) from err
 
     def _exists(self) -> bool:
         return Path(self._get_load_path().as_posix()).is_dir()
@@ -75,15 +81,88 @@ class DirectoryDataset(AbstractVersionedDataset[str, str]):
     def _describe(self) -> dict[str, Any]:
         return {"filepath": str(self._filepath), "version": self._version, "copy": self._copy}
 
+    def preview(self) -> str:
+        """kedro-viz: size on disk and number of files of the newest version."""
+        try:
+            path = Path(self._get_load_path().as_posix())
+        except DatasetError:
+            return json.dumps({"filepath": str(self._filepath), "exists": False})
+        if not path.is_dir():
+            return json.dumps({"filepath": str(path), "exists": False})
+        return json.dumps({"filepath": str(path), **_summary(path)})
+
 
 class RawDirectoryDataset(DirectoryDataset):
-    """A raw data root (an ImageNet/COCO/CIFAR/CelebA folder as downloaded); loading checks it exists."""
+    """A user's raw data root (an ImageNet/COCO/CIFAR/CelebA folder as downloaded): read-only."""
 
     def load(self) -> str:
         path = Path(self._get_load_path().as_posix())
         if not path.is_dir():
             raise DatasetError(
-                f"Raw data folder '{path}' does not exist. Point the catalog entry (or `--params "
-                f"data.root=...` where the environment interpolates it) at the downloaded data set."
+                f"Raw data folder '{path}' does not exist. Put the data set there, or point the "
+                f"experiment at it with `--params data_root=/path/to/dataset`."
             )
         return str(path)
+
+    def save(self, data) -> None:
+        raise DatasetError(
+            f"Raw data at '{self._filepath}' is read-only: uvit_pipeline never writes, moves or "
+            "deletes anything under a raw data root."
+        )
+
+
+class PretrainedDataset(AbstractDataset[str, str]):
+    """Weights that live outside the project, read-only: a Hugging Face id (``id`` or ``id:subfolder``)
+    or a local file/directory. Loading returns the reference; the consuming node loads the weights
+    (checking a local path exists first, with an error that names the entry)."""
+
+    def __init__(self, *, source: str, metadata: dict[str, Any] | None = None) -> None:
+        if not source:
+            raise DatasetError("PretrainedDataset needs `source` (a Hugging Face id or a path)")
+        self._source = str(source)
+        self.metadata = metadata
+
+    @property
+    def location(self) -> str:
+        return self._source
+
+    def _is_local(self) -> bool:
+        s = self._source
+        return s.startswith((".", "/", "~", "data/")) or Path(s).suffix in {".pth", ".pt", ".npz"}
+
+    def load(self) -> str:
+        if self._is_local() and not Path(self._source).expanduser().exists():
+            raise DatasetError(
+                f"'{self._source}' does not exist. Download it (see README: official files) or "
+                "point this catalog entry at your copy."
+            )
+        return self._source
+
+    def save(self, data) -> None:
+        raise DatasetError(f"'{self._source}' is an external input and is never written")
+
+    def _exists(self) -> bool:
+        return not self._is_local() or Path(self._source).expanduser().exists()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"source": self._source}
+
+
+class NotUsed(AbstractDataset[None, None]):
+    """An input this experiment does not have (e.g. no autoencoder in pixel space): loads as None."""
+
+    def __init__(self, *, reason: str, metadata: dict[str, Any] | None = None) -> None:
+        self._reason = reason
+        self.metadata = metadata
+
+    def load(self) -> None:
+        return None
+
+    def save(self, data) -> None:
+        raise DatasetError(f"this experiment has no such entry ({self._reason})")
+
+    def _exists(self) -> bool:
+        return True
+
+    def _describe(self) -> dict[str, Any]:
+        return {"reason": self._reason}

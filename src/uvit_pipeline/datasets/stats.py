@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import io
-import os
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 from kedro.io import AbstractVersionedDataset, DatasetError, Version
+
+from uvit_pipeline._io import atomic_write
+from uvit_pipeline.metrics.fid import load_stats
 
 
 class NpzStatsDataset(AbstractVersionedDataset[dict, dict]):
@@ -26,30 +27,28 @@ class NpzStatsDataset(AbstractVersionedDataset[dict, dict]):
 
     def load(self) -> dict:
         path = Path(self._get_load_path().as_posix())
+        try:
+            mu, sigma = load_stats(path)  # checks keys, shapes, no pickles
+        except FileNotFoundError as err:
+            raise DatasetError(
+                f"Statistics file '{path}' does not exist. Official `fid_stats_*.npz` files come with "
+                "the U-ViT release (see README, 'Reproducing the paper'); computed ones are written "
+                "by the fid_reference pipeline."
+            ) from err
+        except ValueError as err:
+            raise DatasetError(str(err)) from err
         with np.load(path, allow_pickle=False) as f:
-            missing = {"mu", "sigma"} - set(f.files)
-            if missing:
-                raise DatasetError(
-                    f"'{path}' is not a statistics file: keys {sorted(missing)} missing."
-                )
-            out = {"mu": f["mu"], "sigma": f["sigma"]}
             # Official fid_stats files carry no network name: they are Inception pool3 statistics.
-            out["network"] = str(f["network"]) if "network" in f.files else "inception_v3_fid"
-        return out
+            network = str(f["network"]) if "network" in f.files else "inception_v3_fid"
+        return {"mu": mu, "sigma": sigma, "network": network}
 
     def save(self, data: dict) -> None:
-        path = Path(self._get_save_path().as_posix())
-        path.parent.mkdir(parents=True, exist_ok=True)
-        buf = io.BytesIO()
-        np.savez(
-            buf,
-            mu=np.asarray(data["mu"]),
-            sigma=np.asarray(data["sigma"]),
-            network=np.asarray(data.get("network", "inception_v3_fid")),
-        )
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(buf.getvalue())
-        os.replace(tmp, path)
+        arrays = {
+            "mu": np.asarray(data["mu"]),
+            "sigma": np.asarray(data["sigma"]),
+            "network": np.asarray(data.get("network", "inception_v3_fid")),
+        }
+        atomic_write(self._get_save_path().as_posix(), lambda f: np.savez(f, **arrays))
 
     def _exists(self) -> bool:
         return Path(self._get_load_path().as_posix()).is_file()

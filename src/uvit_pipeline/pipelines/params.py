@@ -1,133 +1,402 @@
-"""Parameter validation at the Kedro boundary: every check names the dotted parameter it rejects.
+"""The parameter schema: every section's keys, their checks, and errors that name the dotted key.
 
-`hooks.ValidateParameters` runs these for every parameter section when the catalog is built, so a bad
-value fails the run before any compute; nodes call them again when run on their own.
+`conf/base/parameters_*.yml` give every key a value (the paper experiments' shared settings); an
+environment overrides some. `validate_all` runs on the merged parameters before any node runs
+(`hooks.ValidateParameters`): an unknown key anywhere is refused with the closest known one, a bad
+value is refused with its dotted name. Choices come from the library's registries (samplers,
+schedules, crops, feature kinds), never restated here.
 """
 
 from __future__ import annotations
 
+import difflib
+import re
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-SOURCES = ("imagenet_folder", "cifar10", "celeba", "coco")
-FEATURE_KINDS = ("pixels", "latent_moments")
-CROPS = ("adm", "none", "celeba", "coco")
-FID_NETWORKS = ("inception_v3_fid", "demo_classifier")
-SAMPLERS = ("euler_maruyama", "dpm_solver", "dpm_solver_pp")
+Check = Callable[[str, Any], None]
+
+# Keys that only exist as `--params` values read by the configuration itself (catalog / mlflow.yml
+# through `${runtime_params:...}`), not by any node.
+RUNTIME_ONLY = ("data_root", "mlflow_tracking_uri")
 
 
-def _positive_int(section: str, params: dict, key: str, allow_none: bool = False) -> None:
-    value = params.get(key)
-    if value is None and allow_none:
+class ParameterError(ValueError):
+    """A parameter is unknown or invalid; the message names it and says what to change."""
+
+
+# --- value checks ------------------------------------------------------------------------------
+
+
+def _fail(name: str, what: str, value: Any) -> None:
+    raise ParameterError(f"{name} must be {what}, got {value!r}")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def pos_int(name, v):
+    if not _is_int(v) or v <= 0:
+        _fail(name, "a positive integer", v)
+
+
+def nonneg_int(name, v):
+    if not _is_int(v) or v < 0:
+        _fail(name, "a non-negative integer", v)
+
+
+def integer(name, v):
+    if not _is_int(v):
+        _fail(name, "an integer", v)
+
+
+def pos_number(name, v):
+    if not _is_number(v) or v <= 0:
+        _fail(name, "a positive number", v)
+
+
+def nonneg_number(name, v):
+    if not _is_number(v) or v < 0:
+        _fail(name, "a number >= 0", v)
+
+
+def probability(name, v):
+    if not _is_number(v) or not 0 <= v < 1:
+        _fail(name, "a number in [0, 1)", v)
+
+
+def boolean(name, v):
+    if not isinstance(v, bool):
+        _fail(name, "true or false", v)
+
+
+def string(name, v):
+    if not isinstance(v, str) or not v:
+        _fail(name, "a non-empty string", v)
+
+
+def optional(check: Check) -> Check:
+    def run(name, v):
+        if v is not None:
+            check(name, v)
+
+    return run
+
+
+def list_of(check: Check) -> Check:
+    def run(name, v):
+        if not isinstance(v, list | tuple):
+            _fail(name, "a list", v)
+        for i, item in enumerate(v):
+            check(f"{name}[{i}]", item)
+
+    return run
+
+
+def one_of(options: Callable[[], Any] | tuple) -> Check:
+    """A choice from a registry (a callable so heavy registries load only when checked)."""
+
+    def run(name, v):
+        known = list(options() if callable(options) else options)
+        if v not in known:
+            _fail(name, f"one of {known}", v)
+
+    return run
+
+
+def _mixed_precision(name, v):
+    # YAML and `--params` read the documented value `no` as the boolean False.
+    if v is False:
         return
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{section}.{key} must be a positive integer, got {value!r}")
+    one_of(("no", "fp16", "bf16"))(name, v)
 
 
-def _positive_float(section: str, params: dict, key: str) -> None:
-    value = params.get(key)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ValueError(f"{section}.{key} must be a positive number, got {value!r}")
+def _betas(name, v):
+    if not isinstance(v, list | tuple) or len(v) != 2 or not all(_is_number(b) for b in v):
+        _fail(name, "two numbers [beta1, beta2]", v)
+    if not all(0 <= b < 1 for b in v):
+        _fail(name, "two numbers in [0, 1)", v)
 
 
-def _choice(section: str, params: dict, key: str, choices: tuple[str, ...]) -> None:
-    value = params.get(key)
-    if value not in choices:
-        raise ValueError(f"{section}.{key} must be one of {list(choices)}, got {value!r}")
+def _str_or_int(name, v):
+    if not (isinstance(v, str) and v) and not _is_int(v):
+        _fail(name, "a class index or a class name", v)
 
 
-def validate_data(p: dict[str, Any]) -> None:
-    _choice("data", p, "source", SOURCES)
-    _positive_int("data", p, "workers")
+# --- registries (imported lazily: torch is heavy and every `kedro` command loads this module) ---
 
 
-def validate_features(p: dict[str, Any]) -> None:
-    _choice("features", p, "kind", FEATURE_KINDS)
-    _choice("features", p, "crop", CROPS)
-    for key in ("resolution", "shard_size", "batch_size"):
-        _positive_int("features", p, key)
-    if p["kind"] == "latent_moments":
-        if not p.get("autoencoder"):
-            raise ValueError(
-                "features.autoencoder must name the autoencoder (a Hugging Face id or a "
-                "local diffusers directory) when features.kind is latent_moments"
-            )
-        if p["resolution"] % 8:
-            raise ValueError(
-                f"features.resolution must be a multiple of 8 for the KL-f8 autoencoder, "
-                f"got {p['resolution']}"
-            )
-        _positive_float("features", p, "scale_factor")
+def _samplers():
+    from uvit_pipeline.diffusion.samplers import SAMPLERS
+
+    return SAMPLERS
 
 
-def validate_fid(p: dict[str, Any]) -> None:
-    _choice("fid", p, "network", FID_NETWORKS)
-    _positive_int("fid", p, "batch_size")
-    _positive_int("fid", p, "max_reference_images", allow_none=True)
-    if p["network"] == "demo_classifier":
-        c = p.get("classifier") or {}
-        for key in ("steps", "batch_size"):
-            _positive_int("fid.classifier", c, key)
-        _positive_float("fid.classifier", c, "lr")
+def _schedules():
+    from uvit_pipeline.diffusion.schedules import SCHEDULES
+
+    return SCHEDULES
 
 
-def validate_evaluation(p: dict[str, Any]) -> None:
-    _choice("evaluation", p, "sampler", SAMPLERS)
-    for key in (
-        "steps",
-        "n_samples",
-        "batch_size",
-        "grid_columns",
-        "num_processes",
-        "decode_batch_size",
-    ):
-        _positive_int("evaluation", p, key)
-    if p.get("labels", "uniform") not in ("uniform", "train_frequencies"):
-        raise ValueError(
-            f"evaluation.labels must be one of ['uniform', 'train_frequencies'], got {p.get('labels')!r}"
-        )
-    scale = p.get("cfg_scale", 0.0)
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or scale < 0:
-        raise ValueError(f"evaluation.cfg_scale must be a number >= 0, got {scale!r}")
+def _crops():
+    from uvit_pipeline.data.images import CROPS
+
+    return CROPS
 
 
-def validate_model_and_training(
-    model: dict[str, Any],
-    training: dict[str, Any],
-    launcher: dict[str, Any] | None,
-    features: dict[str, Any],
-) -> None:
-    from uvit_pipeline.pipelines.training.nodes import make_train_config  # lazily: torch is heavy
+def _feature_kinds():
+    from uvit_pipeline.data.torch_datasets import FEATURE_KINDS
 
-    make_train_config(
-        model,
-        training,
-        launcher or {},
-        features,
-        store_path="<not yet built>",
-        run_root="<validation>",
-    )
+    return FEATURE_KINDS
 
 
-VALIDATORS = {
-    "data": validate_data,
-    "features": validate_features,
-    "fid": validate_fid,
-    "evaluation": validate_evaluation,
+def _sources():
+    from uvit_pipeline.data.ingest import SOURCES
+
+    return SOURCES
+
+
+def _networks():
+    from uvit_pipeline.metrics.network import METRIC_NAMES
+
+    return METRIC_NAMES
+
+
+def _attention():
+    from uvit_pipeline.models.attention import ATTENTION_BACKENDS
+
+    return ATTENTION_BACKENDS
+
+
+def _official():
+    from uvit_pipeline.models import OFFICIAL_CONFIGS
+
+    return OFFICIAL_CONFIGS
+
+
+# --- the schema --------------------------------------------------------------------------------
+
+SCHEMA: dict[str, Any] = {
+    "experiment": string,
+    "paths": {"staging": string, "train_state": string},
+    "demo": {
+        "layout": one_of(("imagenet", "coco")),
+        "n_per_class": pos_int,
+        "image_size": pos_int,
+        "seed": integer,
+    },
+    "demo_autoencoder": {
+        "steps": pos_int,
+        "batch_size": pos_int,
+        "lr": pos_number,
+        "kl_weight": nonneg_number,
+        "seed": integer,
+        "width": pos_int,
+        "levels": pos_int,
+        "held_out": pos_int,
+    },
+    "data": {
+        "source": one_of(_sources),
+        "split": string,
+        "workers": pos_int,
+        "max_pixels": pos_int,
+    },
+    "features": {
+        "kind": one_of(_feature_kinds),
+        "resolution": pos_int,
+        "crop": one_of(_crops),
+        "flip": boolean,
+        "shard_size": pos_int,
+        "batch_size": pos_int,
+        "scale_factor": pos_number,
+        "device": string,
+    },
+    "text": {
+        "max_length": pos_int,
+        "batch_size": pos_int,
+        "shard_size": pos_int,
+        "device": string,
+        "prompts": list_of(string),
+    },
+    "model": None,  # UViT constructor arguments: checked by `_check_model`
+    "training": {
+        "schedule": one_of(_schedules),
+        "batch_size": pos_int,
+        "lr": pos_number,
+        "betas": _betas,
+        "weight_decay": nonneg_number,
+        "eps": pos_number,
+        "warmup_steps": nonneg_int,
+        "n_steps": pos_int,
+        "ema_rate": probability,
+        "p_uncond": probability,
+        "mixed_precision": _mixed_precision,
+        "gradient_checkpointing": boolean,
+        "checkpoint_every": pos_int,
+        "compile": boolean,
+        "fused_adamw": boolean,
+        "attention": one_of(_attention),
+        "log_interval": pos_int,
+        "save_interval": pos_int,
+        "keep_last": pos_int,
+        "seed": integer,
+        "resume": boolean,
+        "peak_tflops": optional(pos_number),
+        "data": {"random_flip": boolean, "num_workers": nonneg_int},
+    },
+    "launcher": {
+        "num_processes": pos_int,
+        "num_machines": pos_int,
+        "machine_rank": nonneg_int,
+        "main_process_ip": optional(string),
+        "main_process_port": optional(pos_int),
+        "cpu": boolean,
+    },
+    "fid": {
+        "network": one_of(_networks),
+        "batch_size": pos_int,
+        "max_reference_images": optional(pos_int),
+        "classifier": {"steps": pos_int, "batch_size": pos_int, "lr": pos_number, "seed": integer},
+    },
+    "evaluation": {
+        "use_ema": boolean,
+        "sampler": one_of(_samplers),
+        "steps": pos_int,
+        "clip_x0": boolean,
+        "cfg_scale": nonneg_number,
+        "cfg_sweep": list_of(nonneg_number),
+        "n_samples": pos_int,
+        "labels": one_of(("uniform", "train_frequencies")),
+        "batch_size": pos_int,
+        "seed": integer,
+        "device": string,
+        "num_processes": pos_int,
+        "decode_batch_size": pos_int,
+        "save_adm_npz": boolean,
+        "grid_columns": pos_int,
+        "grid_scale": pos_int,
+    },
+    "generate": {
+        "prompts": list_of(string),
+        "classes": list_of(_str_or_int),
+        "n_per_condition": pos_int,
+        "use_ema": boolean,
+        "sampler": one_of(_samplers),
+        "steps": pos_int,
+        "cfg_scale": nonneg_number,
+        "clip_x0": boolean,
+        "seed": integer,
+        "batch_size": pos_int,
+        "decode_batch_size": pos_int,
+        "device": string,
+        "grid_scale": pos_int,
+    },
+    "import_pretrained": {"config": optional(one_of(_official))},
 }
 
 
-ALL_SECTIONS = frozenset({"data", "features", "model", "training", "launcher", "fid", "evaluation"})
+def _closest(key: str, known) -> str:
+    match = difflib.get_close_matches(key, list(known), n=1, cutoff=0.5)
+    return f"; did you mean {match[0]!r}?" if match else f"; known: {sorted(known)}"
 
 
-def validate_sections(params: dict[str, Any], sections: set[str]) -> None:
-    """Validate the named top-level parameter sections (those a pipeline consumes)."""
-    for name in sorted(sections & VALIDATORS.keys()):
-        VALIDATORS[name](params.get(name) or {})
-    if "training" in sections or "model" in sections:
-        validate_features(params.get("features") or {})
-        validate_model_and_training(
-            params.get("model") or {},
-            params.get("training") or {},
-            params.get("launcher"),
-            params.get("features") or {},
+def _check_mapping(prefix: str, schema: dict, values: Any, required: bool) -> None:
+    if not isinstance(values, dict):
+        raise ParameterError(f"{prefix} must be a mapping, got {values!r}")
+    for key, value in values.items():
+        name = f"{prefix}.{key}"
+        if key not in schema:
+            raise ParameterError(f"{name} is not a known parameter{_closest(key, schema)}")
+        check = schema[key]
+        if isinstance(check, dict):
+            _check_mapping(name, check, value, required)
+        else:
+            check(name, value)
+    if required:
+        missing = [k for k in schema if k not in values]
+        if missing:
+            raise ParameterError(f"{prefix}.{missing[0]} is missing (every key has a default in conf/base)")
+
+
+def _model_keys() -> set[str]:
+    import inspect
+
+    from uvit_pipeline.models import UViT
+
+    return {"preset"} | set(inspect.signature(UViT).parameters)
+
+
+def _check_model(model: Any) -> None:
+    if not isinstance(model, dict):
+        raise ParameterError(f"model must be a mapping, got {model!r}")
+    known = _model_keys()
+    for key in model:
+        if key not in known:
+            raise ParameterError(f"model.{key} is not a known parameter{_closest(key, known)}")
+
+
+def validate_section(name: str, values: Any, required: bool = True) -> None:
+    """Check one top-level section (or scalar) against the schema."""
+    if name not in SCHEMA:
+        raise ParameterError(f"{name} is not a known parameter{_closest(name, SCHEMA)}")
+    check = SCHEMA[name]
+    if name == "model":
+        _check_model(values)
+    elif isinstance(check, dict):
+        _check_mapping(name, check, values, required)
+    else:
+        check(name, values)
+
+
+def validate_all(params: dict[str, Any]) -> None:
+    """Every section, then what spans sections (the resolved training config)."""
+    for name, values in params.items():
+        if name in RUNTIME_ONLY:
+            continue
+        validate_section(name, values)
+    for name in SCHEMA:
+        if name not in params:
+            raise ParameterError(f"parameter section {name!r} is missing from conf/base")
+    features = params["features"]
+    if features["kind"] == "latent_moments" and features["resolution"] % 8:
+        raise ParameterError(
+            f"features.resolution must be a multiple of 8 for a KL-f8 autoencoder, "
+            f"got {features['resolution']}"
         )
+    from uvit_pipeline.pipelines.training.nodes import make_train_config  # lazily: torch
+
+    make_train_config(
+        params["model"], params["training"], params["launcher"], features, "<store>", "<run>"
+    )
+
+
+def referenced_runtime_params(conf_source: Path, env: str) -> set[str]:
+    """Names the environment's configuration reads through `${runtime_params:<name>...}`."""
+    names: set[str] = set()
+    for folder in (conf_source / "base", conf_source / env):
+        for path in folder.glob("*.y*ml"):
+            names.update(re.findall(r"runtime_params:\s*([A-Za-z_][\w.]*)", path.read_text()))
+    return names
+
+
+def check_runtime_params(runtime: dict[str, Any], conf_source: Path, env: str) -> None:
+    """Refuse `--params` entries nothing reads (a typo would otherwise be ignored silently)."""
+    used = referenced_runtime_params(conf_source, env)
+    for key in runtime:
+        if key in SCHEMA:
+            continue  # checked with the merged parameters
+        if key in RUNTIME_ONLY and key in used:
+            continue
+        if key in RUNTIME_ONLY:
+            raise ParameterError(
+                f"--params {key}=... is not used by environment {env!r} (its catalog does not "
+                f"read it); e.g. the demo environments generate their own raw data"
+            )
+        known = set(SCHEMA) | (set(RUNTIME_ONLY) & used)
+        raise ParameterError(f"--params {key}: not a known parameter{_closest(key, known)}")

@@ -84,6 +84,9 @@ def chunk_labels(spec: dict, k: int, size: int) -> torch.Tensor | None:
     (ImageNet 256/512), or ~ `label_probs` (ImageNet 64 draws from the training set's class frequencies, §3.3)."""
     if not spec.get("num_real_classes"):
         return None
+    if spec.get("labels") is not None:  # explicit labels, e.g. one row per class for a grid
+        lo = k * int(spec["batch_size"])
+        return torch.tensor(spec["labels"][lo : lo + size], dtype=torch.long)
     gen = torch.Generator().manual_seed(spec["seed"] * 1_000_003 + 2 * k + 1)
     if spec.get("label_probs") is not None:
         probs = torch.tensor(spec["label_probs"], dtype=torch.float64)

@@ -12,12 +12,12 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..data.torch_datasets import FEATURE_KINDS
+from ..diffusion.schedules import SCHEDULES
 from ..models import PRESETS, UViT, resolve_kwargs
 from ..models.attention import ATTENTION_BACKENDS
 
-SCHEDULES = ("vp_continuous", "discrete")
 MIXED_PRECISION = ("no", "fp16", "bf16")
-DATA_KINDS = ("pixels", "latent_moments")
 # Kwargs the loop sets from training options; they are not `model.*` parameters.
 _LOOP_MODEL_KEYS = ("use_checkpoint", "attention", "checkpoint_every")
 
@@ -151,7 +151,7 @@ class TrainConfig:
         d = self.data
         if not isinstance(d.path, str) or not d.path:
             raise ValueError(f"training.data.path must be a non-empty path, got {d.path!r}")
-        _choice("training.data.kind", d.kind, DATA_KINDS)
+        _choice("training.data.kind", d.kind, FEATURE_KINDS)
         _pos_float("training.data.scale_factor", d.scale_factor)
         _nonneg_int("training.data.num_workers", d.num_workers)
         if not isinstance(d.expected_meta, dict):

@@ -1,4 +1,4 @@
-"""`demo_data`: a seeded synthetic, labelled, captioned image set in real ImageNet and COCO layouts."""
+"""`demo_data`: a seeded synthetic, labelled, captioned image set for the demo environments only."""
 
 from kedro.pipeline import Node, Pipeline
 
@@ -9,10 +9,11 @@ def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
             Node(
-                generate_demo,
-                "params:demo",
-                ["raw_images", "raw_coco", "demo_autoencoder", "demo_data_summary"],
+                func=generate_demo,
+                inputs=["params:demo", "params:paths"],
+                outputs=["raw_images", "demo_data_summary"],
                 name="generate_demo_data",
-            ),
-        ]
+            )
+        ],
+        tags=["demo_data"],
     )

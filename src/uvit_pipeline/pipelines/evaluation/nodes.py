@@ -1,27 +1,25 @@
-"""Nodes of the `evaluation` pipeline."""
+"""Nodes of the `evaluation` pipeline: sample -> score -> grid -> report, with catalog entries between
+them, so a metric can be recomputed or a grid redrawn without sampling again."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
 from pathlib import Path
 
 import numpy as np
-import torch
-from PIL import Image
+import pandas as pd
 
-from uvit_pipeline.diffusion import get_schedule
+from uvit_pipeline._io import atomic_write_json
 from uvit_pipeline.launch import LaunchSpec, run_under_accelerate
 from uvit_pipeline.metrics.fid import frechet_distance, statistics
 from uvit_pipeline.metrics.network import METRIC_NAMES, load_feature_network
-from uvit_pipeline.pipelines.params import validate_evaluation
-from uvit_pipeline.sampling import collect, generate_samples, generate_to_dir, image_grid
-from uvit_pipeline.training import load_checkpoint_dir, load_uvit_from_checkpoint
+from uvit_pipeline.pipelines._staging import staging_dir
+from uvit_pipeline.sampling import collect, generate_to_dir
+from uvit_pipeline.training import load_checkpoint_dir
 
 log = logging.getLogger(__name__)
-STAGING = Path("data/07_model_output/.staging")
 
 
 def _class_setup(config: dict) -> tuple[int | None, int | None]:
@@ -29,171 +27,185 @@ def _class_setup(config: dict) -> tuple[int | None, int | None]:
     num_classes = int(config["model_kwargs"].get("num_classes", -1))
     if num_classes <= 0:
         return None, None
-    if (
-        float(config.get("p_uncond", 0.0)) > 0
-    ):  # trained with label dropping: last index is the null class
+    if float(config.get("p_uncond", 0.0)) > 0:  # trained with label dropping: last index = null
         return num_classes - 1, num_classes - 1
     return num_classes, None
 
 
-def _label_probs(config: dict, evaluation: dict, n_real: int | None) -> list[float] | None:
-    """`evaluation.labels: train_frequencies`: class frequencies of the training feature store (§3.3)."""
-    if evaluation.get("labels", "uniform") == "uniform" or n_real is None:
+def _label_probs(image_features: str | None, evaluation: dict, n_real: int | None):
+    """`evaluation.labels: train_frequencies`: class frequencies of the training store (§3.3)."""
+    if evaluation["labels"] == "uniform" or n_real is None:
         return None
+    if image_features is None:
+        raise ValueError(
+            "evaluation.labels=train_frequencies needs the training feature store "
+            "(catalog entry image_features); use evaluation.labels=uniform without it"
+        )
     from uvit_pipeline.data.feature_store import FeatureStore
 
-    store = config.get("data", {}).get("path")
-    if not store or not Path(store).is_dir():
-        raise ValueError(
-            f"evaluation.labels=train_frequencies needs the training feature store, but the "
-            f"checkpoint's store {store!r} is not available; use evaluation.labels=uniform"
-        )
-    counts = np.bincount(FeatureStore(store).read_all("label"), minlength=n_real)[:n_real]
+    counts = np.bincount(FeatureStore(image_features).read_all("label"), minlength=n_real)[:n_real]
     return (counts / counts.sum()).tolist()
 
 
-def sampling_spec(uvit_checkpoint: str, config: dict, evaluation: dict, features: dict) -> dict:
-    """Everything the sampling job needs; its hash names the staging folder, so a rerun resumes there."""
+def sampling_spec(
+    uvit_checkpoint: str,
+    decoder: str | None,
+    evaluation: dict,
+    *,
+    n_samples: int,
+    batch_size: int,
+    seed: int,
+    labels: list[int] | None = None,
+    label_probs: list[float] | None = None,
+) -> dict:
+    """Everything a sampling job needs (`sampling.generate_to_dir`)."""
+    config, _, _ = load_checkpoint_dir(uvit_checkpoint)
     n_real, null = _class_setup(config)
     if evaluation["cfg_scale"] > 0 and null is None:
         raise ValueError(
-            "evaluation.cfg_scale > 0 needs a model trained with label dropping (training.p_uncond > 0)"
+            "evaluation.cfg_scale > 0 needs a model trained with label dropping "
+            "(training.p_uncond > 0); set evaluation.cfg_scale=0"
         )
     latent = config.get("data", {}).get("kind") == "latent_moments"
-    spec = {
+    if latent and decoder is None:
+        raise ValueError(
+            "the checkpoint is a latent model: the catalog entry `autoencoder` (or `decoder`) "
+            "must name the autoencoder that decodes its samples"
+        )
+    return {
         "checkpoint": str(Path(uvit_checkpoint).resolve()),
         "which": "ema" if evaluation["use_ema"] else "raw",
-        "n_samples": evaluation["n_samples"],
-        "batch_size": evaluation["batch_size"],
+        "n_samples": n_samples,
+        "batch_size": batch_size,
         "sampler": evaluation["sampler"],
         "steps": evaluation["steps"],
         "cfg_scale": evaluation["cfg_scale"],
         "clip_x0": evaluation["clip_x0"],
-        "seed": evaluation["seed"],
+        "seed": seed,
         "num_real_classes": n_real,
         "null_label": null,
-        "device": evaluation.get("device", "cpu"),
-        "autoencoder": (evaluation.get("autoencoder") or features.get("autoencoder"))
-        if latent
-        else None,
+        "labels": labels,
+        "label_probs": label_probs,
+        "device": evaluation["device"],
+        "autoencoder": decoder if latent else None,
         "scale_factor": config.get("data", {}).get("scale_factor"),
-        "decode_batch_size": evaluation.get("decode_batch_size", 50),
+        "decode_batch_size": evaluation["decode_batch_size"],
     }
-    spec["label_probs"] = _label_probs(config, evaluation, n_real)
-    key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
-    spec["out_dir"] = str((STAGING / key).resolve())
-    return spec
 
 
-def _generate(spec: dict, evaluation: dict) -> tuple[np.ndarray, np.ndarray | None]:
-    """In this process, or under `accelerate launch` with `evaluation.num_processes` ranks (50K scale)."""
-    procs = int(evaluation.get("num_processes", 1))
-    if procs > 1:
-        work = Path(spec["out_dir"]).parent
-        work.mkdir(parents=True, exist_ok=True)
-        spec_path = work / (Path(spec["out_dir"]).name + ".json")
-        spec_path.write_text(json.dumps(spec, indent=2))
+def run_sampling(spec: dict, folder: Path, num_processes: int) -> None:
+    """In this process, or under `accelerate launch` with several ranks (50K-sample evaluations)."""
+    atomic_write_json(folder / "spec.json", spec)  # what the chunks are (read by the scoring node)
+    spec = {**spec, "out_dir": str(folder)}
+    if num_processes > 1:
+        spec_file = atomic_write_json(folder.with_suffix(".spec.json"), spec)
         run_under_accelerate(
-            LaunchSpec(num_processes=procs, cpu=spec["device"] == "cpu"),
-            work,
+            LaunchSpec(num_processes=num_processes, cpu=spec["device"] == "cpu"),
+            folder.parent,
             "uvit_pipeline.sampling",
-            ["--spec", str(spec_path)],
+            ["--spec", str(spec_file)],
             what="sampling child",
-            log_path=work / (Path(spec["out_dir"]).name + ".log"),
+            log_path=folder.with_suffix(".log"),
         )
     else:
         generate_to_dir(spec)
-    return collect(spec["out_dir"], spec["n_samples"], spec["batch_size"])
 
 
-def evaluate(
+def sample_for_evaluation(
     uvit_checkpoint: str,
-    reference_stats: dict,
-    feature_network: str,
+    image_features: str | None,
+    autoencoder: str | None,
+    decoder: str | None,
     evaluation: dict,
-    features: dict,
-):
-    """Sample with the EMA weights, compute the Fréchet distance to the reference (named after the
-    feature network: `fid` or `demo_fd`), class accuracy for class-conditional demo models, and a grid."""
-    validate_evaluation(evaluation)
+    paths: dict,
+) -> str:
+    """`evaluation.n_samples` samples (EMA weights, the environment's sampler and guidance) as uint8
+    chunks with their labels; resumable chunk by chunk, independent of the number of processes."""
+    config, _, _ = load_checkpoint_dir(uvit_checkpoint)
+    n_real, _ = _class_setup(config)
+    spec = sampling_spec(
+        uvit_checkpoint,
+        decoder or autoencoder,
+        evaluation,
+        n_samples=evaluation["n_samples"],
+        batch_size=evaluation["batch_size"],
+        seed=evaluation["seed"],
+        label_probs=_label_probs(image_features, evaluation, n_real),
+    )
+    folder = staging_dir(paths["staging"], "samples", spec)
+    run_sampling(spec, folder, evaluation["num_processes"])
+    if evaluation["save_adm_npz"]:
+        images, labels = collect(folder, spec["n_samples"], spec["batch_size"])
+        # ADM evaluator format: arr_0 = uint8 (N, H, W, 3), arr_1 = class labels
+        extra = {} if labels is None else {"arr_1": labels}
+        np.savez(folder / "samples_adm.npz", arr_0=images.transpose(0, 2, 3, 1), **extra)
+    return str(folder)
+
+
+def score_samples(
+    generated_samples: str, reference_stats: dict, feature_network: str, evaluation: dict
+) -> dict:
+    """Fréchet distance to the reference statistics, named after the feature network (`fid`, or
+    `demo_fd` for the demo's classifier: never called FID), plus the demo's class accuracy."""
     info, features_fn, classifier = load_feature_network(feature_network)
     if info["network"] != reference_stats["network"]:
         raise ValueError(
             f"reference_stats were computed with {reference_stats['network']}, the feature network "
             f"is {info['network']}: re-run the fid_reference pipeline"
         )
-    config, _, _ = load_checkpoint_dir(uvit_checkpoint)
-    spec = sampling_spec(uvit_checkpoint, config, evaluation, features)
-    samples, labels = _generate(spec, evaluation)
-
+    spec = json.loads((Path(generated_samples) / "spec.json").read_text())
+    samples, labels = collect(generated_samples, spec["n_samples"], spec["batch_size"])
     mu, sigma = statistics(features_fn(samples))
-    metrics = {
-        METRIC_NAMES[info["network"]]: frechet_distance(
-            mu, sigma, reference_stats["mu"], reference_stats["sigma"]
-        )
-    }
+    name = METRIC_NAMES[info["network"]]
+    metrics = {name: frechet_distance(mu, sigma, reference_stats["mu"], reference_stats["sigma"])}
     if classifier is not None and labels is not None:
         from uvit_pipeline.metrics.demo_classifier import classifier_accuracy
 
         metrics["demo_class_accuracy"] = classifier_accuracy(classifier, samples, labels)
-    log.info("Evaluation: %s", json.dumps(metrics))
+    log.info("Evaluation on %d samples: %s", len(samples), json.dumps(metrics))
+    return metrics
 
-    # Grid: row i = class i (first 10 classes), or rows of unconditional samples; made in this process.
-    cols, n_real = evaluation["grid_columns"], spec["num_real_classes"]
+
+def class_names(image_features: str | None, n_real: int) -> list[str]:
+    """Row labels of a class grid: the store's class names where it has them, else the indices."""
+    if image_features is not None:
+        manifest = Path(image_features) / "manifest.parquet"
+        if manifest.is_file():
+            m = pd.read_parquet(manifest, columns=["label", "class_name"])
+            names = m.drop_duplicates("label").set_index("label")["class_name"].to_dict()
+            return [str(names.get(i, i)) for i in range(n_real)]
+    return [str(i) for i in range(n_real)]
+
+
+def render_sample_grid(
+    uvit_checkpoint: str,
+    image_features: str | None,
+    autoencoder: str | None,
+    decoder: str | None,
+    evaluation: dict,
+    paths: dict,
+):
+    """One row per class (the first 10) labelled with its name, or unconditional samples, upscaled
+    with nearest-neighbour so small samples stay legible."""
+    from uvit_pipeline.sampling.grid import labelled_grid
+
+    config, _, _ = load_checkpoint_dir(uvit_checkpoint)
+    n_real, _ = _class_setup(config)
+    cols = evaluation["grid_columns"]
     rows = min(n_real, 10) if n_real else 4
-    nnet = load_uvit_from_checkpoint(uvit_checkpoint, which=spec["which"]).to(spec["device"])
-    decode = None
-    if spec["autoencoder"]:
-        from uvit_pipeline.encoders.autoencoder import decode_latents, load_autoencoder_spec
-
-        vae = load_autoencoder_spec(spec["autoencoder"], spec["device"])
-
-        def decode(z):
-            return decode_latents(
-                vae, z, float(spec["scale_factor"]), chunk_size=spec["decode_batch_size"]
-            )
-
-    mk = config["model_kwargs"]
-    grid = generate_samples(
-        nnet,
-        get_schedule(config["schedule"]),
-        n=rows * cols,
+    labels = np.repeat(np.arange(rows), cols).tolist() if n_real else None
+    spec = sampling_spec(
+        uvit_checkpoint,
+        decoder or autoencoder,
+        evaluation,
+        n_samples=rows * cols,
         batch_size=rows * cols,
-        sample_shape=(mk["in_chans"], mk["img_size"], mk["img_size"]),
-        sampler=spec["sampler"],
-        steps=spec["steps"],
-        labels=None if not n_real else torch.arange(rows).repeat_interleave(cols),
-        null_label=spec["null_label"],
-        cfg_scale=spec["cfg_scale"],
-        clip_x0=spec["clip_x0"],
-        decode=decode,
-        seed=spec["seed"] + 1,
-        device=spec["device"],
-        progress=False,
+        seed=evaluation["seed"] + 1,
+        labels=labels,
     )
-
-    report = {
-        **metrics,
-        "n_samples": spec["n_samples"],
-        "sampler": spec["sampler"],
-        "steps": spec["steps"],
-        "cfg_scale": spec["cfg_scale"],
-        "clip_x0": spec["clip_x0"],
-        "weights": spec["which"],
-        "feature_network": info["network"],
-        "checkpoint": uvit_checkpoint,
-    }
-    out = Path(spec["out_dir"] + ".final")
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    if evaluation.get("save_samples"):
-        # ADM evaluator format: arr_0 = uint8 (N, H, W, 3), arr_1 = class labels
-        extra = {} if labels is None else {"arr_1": labels}
-        np.savez(out / "samples.npz", arr_0=samples.transpose(0, 2, 3, 1), **extra)
-    (out / "report.json").write_text(json.dumps(report, indent=2))
-    shutil.rmtree(
-        spec["out_dir"], ignore_errors=True
-    )  # the chunks were only kept to resume sampling
-    mlflow_metrics = {k: {"value": float(v), "step": 0} for k, v in metrics.items()}
-    return mlflow_metrics, report, Image.fromarray(image_grid(grid, cols)), str(out)
+    folder = staging_dir(paths["staging"], "grid", spec)
+    run_sampling(spec, folder, 1)
+    images, _ = collect(folder, rows * cols, rows * cols)
+    shutil.rmtree(folder)  # only the image is kept
+    names = class_names(image_features, n_real)[:rows] if n_real else [""] * rows
+    return labelled_grid(images, names, columns=cols, scale=evaluation["grid_scale"])

@@ -9,10 +9,18 @@ def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
             Node(
-                build_image_features,
-                ["raw_images", "image_manifest", "params:features", "params:data"],
-                "image_features",
+                func=build_image_features,
+                inputs=[
+                    "raw_images",
+                    "image_manifest",
+                    "autoencoder",
+                    "params:features",
+                    "params:data",
+                    "params:paths",
+                ],
+                outputs="image_features",
                 name="build_image_features",
-            ),
-        ]
+            )
+        ],
+        tags=["features"],
     )

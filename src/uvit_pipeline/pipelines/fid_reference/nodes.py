@@ -3,67 +3,63 @@
 from __future__ import annotations
 
 import logging
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from uvit_pipeline.data.extract import in_memory_source, load_images
-from uvit_pipeline.metrics.fid import load_stats, statistics
+from uvit_pipeline.metrics.fid import statistics
 from uvit_pipeline.metrics.network import load_feature_network, write_network_dir
-from uvit_pipeline.pipelines.params import validate_fid
+from uvit_pipeline.pipelines._staging import manifest_id, staging_dir
 
 log = logging.getLogger(__name__)
+STANDARD_INCEPTION = "pytorch-fid"  # catalog `inception_weights: {source: pytorch-fid}`
 
 
 def reference_images(
-    raw_root: str, manifest: pd.DataFrame, features: dict, data: dict, limit: int | None
+    raw_images: str, manifest: pd.DataFrame, features: dict, data: dict, limit: int | None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Real images preprocessed as for training (crop, resolution), uint8, with their labels."""
     images = load_images(
-        raw_root,
+        raw_images,
         manifest,
         crop=features["crop"],
         resolution=features["resolution"],
         limit=limit,
         workers=data["workers"],
-        array_source=in_memory_source(raw_root, data["source"], data["split"]),
+        array_source=in_memory_source(raw_images, data["source"], data["split"]),
     )
     return images, manifest["label"].to_numpy()[: len(images)]
 
 
-def _new_dir() -> Path:
-    Path("data/06_models").mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix="feature-network-", dir=Path("data/06_models")))
-
-
-def inception_network(fid: dict) -> str:
-    """Record the FID Inception network (pytorch-fid weights: downloaded, or `fid.inception_weights`)."""
+def record_inception(inception_weights: str, paths: dict) -> str:
+    """The FID Inception network: pytorch-fid's weights (cached/downloaded) or a local copy."""
     from uvit_pipeline.metrics.fid import load_inception
 
-    load_inception(
-        fid.get("inception_weights")
-    )  # fail here, early, when the weights are unavailable
-    return str(
-        write_network_dir(
-            _new_dir(), {"network": "inception_v3_fid", "weights": fid.get("inception_weights")}
-        )
-    )
+    weights = None if inception_weights == STANDARD_INCEPTION else inception_weights
+    load_inception(weights)  # fail here, early, when the weights are unavailable
+    out = staging_dir(paths["staging"], "inception", {"weights": weights})
+    return str(write_network_dir(out, {"network": "inception_v3_fid", "weights": weights}))
 
 
 def prepare_feature_network(
-    raw_images: str, image_manifest: pd.DataFrame, fid: dict, features: dict, data: dict
+    raw_images: str,
+    image_manifest: pd.DataFrame,
+    inception_weights: str,
+    fid: dict,
+    features: dict,
+    data: dict,
+    paths: dict,
 ) -> str:
     """Demo: train the small classifier whose features define demo FD. Inception: record its weights."""
-    validate_fid(fid)
     if fid["network"] == "inception_v3_fid":
-        return inception_network(fid)
-    out = _new_dir()
+        return record_inception(inception_weights, paths)
     from uvit_pipeline.metrics.demo_classifier import save_classifier, train_demo_classifier
 
-    images, labels = reference_images(raw_images, image_manifest, features, data, None)
     c = fid["classifier"]
+    identity = {"classifier": c, "manifest": manifest_id(image_manifest), **features}
+    out = staging_dir(paths["staging"], "demo-classifier", identity)
+    images, labels = reference_images(raw_images, image_manifest, features, data, None)
     model, accuracy = train_demo_classifier(
         images,
         labels,
@@ -75,34 +71,31 @@ def prepare_feature_network(
     )
     log.info("Demo classifier trained: accuracy %.3f on the training images", accuracy)
     save_classifier(out / "classifier.safetensors", model)
-    write_network_dir(
-        out,
-        {
-            "network": "demo_classifier",
-            "train_accuracy": accuracy,
-            "num_classes": int(labels.max()) + 1,
-        },
-    )
-    return str(out)
+    info = {
+        "network": "demo_classifier",
+        "train_accuracy": accuracy,
+        "num_classes": int(labels.max()) + 1,
+    }
+    return str(write_network_dir(out, info))
 
 
 def compute_reference_stats(
     raw_images: str,
     image_manifest: pd.DataFrame,
     feature_network: str,
+    official_fid_stats: dict | None,
     fid: dict,
     features: dict,
     data: dict,
 ) -> dict:
-    """Statistics (mu, sigma) of the real images in the feature network's space, or an official file."""
-    validate_fid(fid)
-    if fid.get("reference_stats_file"):
-        mu, sigma = load_stats(fid["reference_stats_file"])
-        log.info("Imported reference statistics %s as is", fid["reference_stats_file"])
-        return {"mu": mu, "sigma": sigma, "network": "inception_v3_fid"}
+    """The official statistics file of the experiment when it has one (paper numbers are computed
+    against it, §6), else (mu, sigma) of the real images in the feature network's space."""
+    if official_fid_stats is not None:
+        log.info("Reference statistics: the official fid_stats file, imported as is")
+        return official_fid_stats
     info, features_fn, _ = load_feature_network(feature_network, batch_size=fid["batch_size"])
     images, _ = reference_images(
-        raw_images, image_manifest, features, data, fid.get("max_reference_images")
+        raw_images, image_manifest, features, data, fid["max_reference_images"]
     )
     mu, sigma = statistics(features_fn(images))
     return {"mu": mu, "sigma": sigma, "network": info["network"]}

@@ -1,4 +1,4 @@
-"""`fid_reference`: real images -> reference statistics (official .npz format), or an imported file."""
+"""`fid_reference`: the metric's feature network and the real images' statistics (or the official file)."""
 
 from kedro.pipeline import Node, Pipeline
 
@@ -9,23 +9,33 @@ def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
             Node(
-                prepare_feature_network,
-                ["raw_images", "image_manifest", "params:fid", "params:features", "params:data"],
-                "feature_network",
+                func=prepare_feature_network,
+                inputs=[
+                    "raw_images",
+                    "image_manifest",
+                    "inception_weights",
+                    "params:fid",
+                    "params:features",
+                    "params:data",
+                    "params:paths",
+                ],
+                outputs="feature_network",
                 name="prepare_feature_network",
             ),
             Node(
-                compute_reference_stats,
-                [
+                func=compute_reference_stats,
+                inputs=[
                     "raw_images",
                     "image_manifest",
                     "feature_network",
+                    "official_fid_stats",
                     "params:fid",
                     "params:features",
                     "params:data",
                 ],
-                "reference_stats",
+                outputs="reference_stats",
                 name="compute_reference_stats",
             ),
-        ]
+        ],
+        tags=["fid_reference"],
     )

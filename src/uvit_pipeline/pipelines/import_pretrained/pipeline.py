@@ -1,28 +1,29 @@
-"""`import_pretrained`: an official U-ViT `.pth` and `fid_stats` `.npz` become versioned catalog entries."""
+"""`import_pretrained`: an official U-ViT `.pth` and `fid_stats` `.npz` become versioned catalog entries.
+
+Its outputs are those of `training` and `fid_reference`: run it instead of them (never together), then
+`evaluation` reproduces the paper's number from the published weights.
+"""
 
 from kedro.pipeline import Node, Pipeline
 
-from ..fid_reference.nodes import inception_network
-from .nodes import import_reference_stats, import_uvit_checkpoint
+from .nodes import import_pretrained
 
 
 def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
             Node(
-                import_uvit_checkpoint,
-                "params:import_pretrained",
-                "uvit_checkpoint",
-                name="import_uvit_checkpoint",
-            ),
-            Node(
-                import_reference_stats,
-                "params:import_pretrained",
-                "reference_stats",
-                name="import_reference_stats",
-            ),
-            Node(
-                inception_network, "params:fid", "feature_network", name="record_inception_network"
-            ),
-        ]
+                func=import_pretrained,
+                inputs=[
+                    "pretrained_checkpoint",
+                    "official_fid_stats",
+                    "inception_weights",
+                    "params:import_pretrained",
+                    "params:paths",
+                ],
+                outputs=["uvit_checkpoint", "reference_stats", "feature_network"],
+                name="import_pretrained",
+            )
+        ],
+        tags=["import_pretrained"],
     )

@@ -7,34 +7,27 @@ import logging
 import pandas as pd
 
 from uvit_pipeline.data import ingest
-from uvit_pipeline.pipelines.params import validate_data
 
 log = logging.getLogger(__name__)
 
 
-def ingest_images(raw_root: str, data: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+def ingest_images(raw_images: str, data: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Raw data set as downloaded -> (image manifest, report of rejected files with reasons)."""
-    validate_data(data)
-    source = data["source"]
+    source, split, workers = data["source"], data["split"], data["workers"]
     if source == "imagenet_folder":
-        manifest, report = ingest.scan_imagenet_folder(
-            raw_root, split=data["split"], workers=data["workers"]
-        )
+        manifest, report = ingest.scan_imagenet_folder(raw_images, split=split, workers=workers)
     elif source == "cifar10":  # python batches as distributed: nothing to reject file by file
-        _, _, manifest = ingest.read_cifar10(raw_root, split=data["split"])
+        _, _, manifest = ingest.read_cifar10(raw_images, split=split)
         report = pd.DataFrame({"path": pd.Series(dtype=str), "reason": pd.Series(dtype=str)})
     elif source == "celeba":
-        manifest, report = ingest.scan_celeba(
-            raw_root, split=data["split"], workers=data["workers"]
-        )
-    else:  # COCO 2014: captions are kept in the manifest (caption_ids) for the text encoder
-        manifest, report, _captions = ingest.scan_coco(
-            raw_root, split=data["split"], workers=data["workers"]
-        )
+        manifest, report = ingest.scan_celeba(raw_images, split=split, workers=workers)
+    else:  # COCO 2014: the manifest carries each image's captions for the text features
+        manifest, report, _captions = ingest.scan_coco(raw_images, split=split, workers=workers)
+    manifest.attrs["raw_root"] = str(raw_images)
     log.info(
         "Ingested %d images from %s (%d files rejected, see ingestion_report)",
         len(manifest),
-        raw_root,
+        raw_images,
         len(report),
     )
     return manifest, report.reset_index(drop=True)

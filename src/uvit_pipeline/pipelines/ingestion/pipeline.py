@@ -9,10 +9,11 @@ def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
             Node(
-                ingest_images,
-                ["raw_images", "params:data"],
-                ["image_manifest", "ingestion_report"],
+                func=ingest_images,
+                inputs=["raw_images", "params:data"],
+                outputs=["image_manifest", "ingestion_report"],
                 name="ingest_images",
-            ),
-        ]
+            )
+        ],
+        tags=["ingestion"],
     )

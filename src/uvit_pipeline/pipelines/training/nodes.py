@@ -2,40 +2,48 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
+import shutil
 from pathlib import Path
 
-import mlflow
+from PIL import Image
 
 from uvit_pipeline.launch import LaunchSpec
+from uvit_pipeline.pipelines._staging import identity_key
 from uvit_pipeline.training import TrainConfig, launch_training
 
 log = logging.getLogger(__name__)
+# Settings that do not change what is trained: a rerun that differs only in these resumes the same run.
+_NOT_IDENTITY = ("resume", "log_interval", "save_interval", "keep_last", "run_dir", "cpu")
 
 
 def expected_store_meta(features: dict) -> dict:
     """What the feature store must have been built with for this experiment (checked before training)."""
-    meta = {
-        "kind": features["kind"],
-        "resolution": features["resolution"],
-        "crop": features["crop"],
-    }
-    if (
-        features["kind"] == "latent_moments"
-    ):  # another autoencoder or scale factor is another latent space
-        meta.update(scale_factor=features["scale_factor"], encoder=str(features["autoencoder"]))
+    meta = {"kind": features["kind"], "resolution": features["resolution"], "crop": features["crop"]}
+    if features["kind"] == "latent_moments":  # another scale factor is another latent space
+        meta["scale_factor"] = features["scale_factor"]
     return meta
+
+
+def store_identity(store_path: str) -> str:
+    """The feature store's content identity (its `content_id`, else a hash of its meta)."""
+    meta_file = Path(store_path) / "meta.json"
+    if not meta_file.is_file():
+        return store_path
+    meta = json.loads(meta_file.read_text())
+    return meta.get("content_id") or identity_key(meta)
 
 
 def make_train_config(
     model: dict, training: dict, launcher: dict, features: dict, store_path: str, run_root: str
 ) -> TrainConfig:
-    """Parameters -> validated TrainConfig. The run directory is keyed by the config, so re-running the same
-    experiment resumes from its newest complete training state (architecture §4)."""
+    """Parameters -> validated TrainConfig. The run directory is keyed by everything that changes what
+    is trained, the feature store's content included: re-running the same experiment on the same data
+    resumes from its newest complete training state; other data or settings start a new run."""
     cfg = dict(training)
+    if cfg.get("mixed_precision") is False:  # YAML reads the documented value `no` as False
+        cfg["mixed_precision"] = "no"
     cfg["model"] = dict(model)
     cfg["data"] = {
         **(training.get("data") or {}),
@@ -45,22 +53,37 @@ def make_train_config(
         "expected_meta": expected_store_meta(features),
     }
     cfg["cpu"] = bool(launcher.get("cpu", False))
-    identity = {
-        k: v
-        for k, v in cfg.items()
-        if k not in ("resume", "log_interval", "save_interval", "keep_last")
-    }
-    identity["data"] = {
-        **cfg["data"],
-        "path": None,
-    }  # any version of the same store resumes the same run
-    key = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[
-        :12
-    ]
-    cfg["run_dir"] = str(Path(run_root) / key)
+    identity = {k: v for k, v in cfg.items() if k not in _NOT_IDENTITY}
+    identity["data"] = {**cfg["data"], "path": store_identity(store_path)}
+    cfg["run_dir"] = str(Path(run_root) / identity_key(identity)[:12])
     config = TrainConfig.from_dict(cfg)
     config.validate(num_processes=int(launcher.get("num_processes", 1)))
     return config
+
+
+def loss_curve(run_dir: Path) -> Image.Image:
+    """The run's loss (log scale) and learning rate against the step, from `metrics.jsonl`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x]
+    steps = [r["step"] for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    ax.plot(steps, [r["loss"] for r in rows], color="tab:blue", label="loss")
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (ε-prediction MSE)", color="tab:blue")
+    lr = ax.twinx()
+    lr.plot(steps, [r["lr"] for r in rows], color="tab:orange", label="learning rate")
+    lr.set_ylabel("learning rate", color="tab:orange")
+    ax.set_title(f"Training loss, {len(rows)} logged points")
+    fig.tight_layout()
+    fig.canvas.draw()
+    image = Image.frombuffer("RGBA", fig.canvas.get_width_height(), fig.canvas.buffer_rgba())
+    plt.close(fig)
+    return image.convert("RGB")
 
 
 def train_uvit(
@@ -69,32 +92,19 @@ def train_uvit(
     training: dict,
     launcher: dict,
     features: dict,
-    experiment: str,
-) -> tuple[str, dict]:
-    """Launch the training child process; returns the final checkpoint directory and a summary."""
+    paths: dict,
+) -> tuple[str, dict, Image.Image]:
+    """Train in a child `accelerate launch` process; returns the final checkpoint directory, a
+    summary and the loss curve."""
     config = make_train_config(
-        model,
-        training,
-        launcher,
-        features,
-        image_features,
-        run_root=f"data/06_models/{experiment}/train_state",
+        model, training, launcher, features, image_features, run_root=paths["train_state"]
     )
-    env = {}
-    run = mlflow.active_run()
-    if run is not None:  # rank 0 of the child logs its curves into the run kedro-mlflow opened
-        env = {
-            "MLFLOW_RUN_ID": run.info.run_id,
-            "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri(),
-            "MLFLOW_EXPERIMENT_ID": run.info.experiment_id,
-        }
-        mlflow.set_tag("training.run_dir", config.run_dir)
-    os.environ.update(env)
-    final = launch_training(config, LaunchSpec.from_params(launcher))
-    if (
-        run is not None
-    ):  # MLflow's atexit handler in the child marks the shared run FINISHED; undo that
-        mlflow.MlflowClient().update_run(run.info.run_id, status="RUNNING")
-    summary = json.loads((Path(final) / "summary.json").read_text())
-    log.info("Training finished: %s", summary)
-    return str(final), summary
+    spec = LaunchSpec.from_params({k: v for k, v in launcher.items() if k != "cpu"}, cpu=config.cpu)
+    final = launch_training(config, spec)
+    summary = json.loads((final / "summary.json").read_text())
+    summary["run_dir"] = config.run_dir
+    # The checkpoint carries its own training curve (the run report and notebooks read it there).
+    curve = loss_curve(Path(config.run_dir))
+    curve.save(final / "loss_curve.png")
+    shutil.copyfile(Path(config.run_dir) / "metrics.jsonl", final / "metrics.jsonl")
+    return str(final), summary, curve

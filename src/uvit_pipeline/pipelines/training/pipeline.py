@@ -9,17 +9,19 @@ def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
             Node(
-                train_uvit,
-                [
+                func=train_uvit,
+                inputs=[
                     "image_features",
                     "params:model",
                     "params:training",
                     "params:launcher",
                     "params:features",
-                    "params:experiment",
+                    "params:paths",
                 ],
-                ["uvit_checkpoint", "training_summary"],
+                outputs=["uvit_checkpoint", "training_summary", "loss_curve"],
                 name="train_uvit",
-            ),
-        ]
+                tags=["launches_child"],
+            )
+        ],
+        tags=["training"],
     )

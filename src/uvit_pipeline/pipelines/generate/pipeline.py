@@ -1,0 +1,26 @@
+"""`generate`: images from a trained or imported checkpoint for chosen classes or prompts."""
+
+from kedro.pipeline import Node, Pipeline
+
+from .nodes import generate_images
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return Pipeline(
+        [
+            Node(
+                func=generate_images,
+                inputs=[
+                    "uvit_checkpoint",
+                    "image_features",
+                    "autoencoder",
+                    "decoder",
+                    "params:generate",
+                    "params:paths",
+                ],
+                outputs=["generated_images", "generated_grid"],
+                name="generate_images",
+            )
+        ],
+        tags=["generate"],
+    )

@@ -1,0 +1,72 @@
+"""Nodes of the `guidance_sweep` pipeline: the metric as a function of the CFG scale."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from PIL import Image
+
+from uvit_pipeline.pipelines._staging import staging_dir
+from uvit_pipeline.pipelines.evaluation.nodes import run_sampling, sampling_spec, score_samples
+
+log = logging.getLogger(__name__)
+
+
+def _plot(results: list[dict]) -> Image.Image:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scales = [r["cfg_scale"] for r in results]
+    metrics = [k for k in results[0] if k != "cfg_scale"]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.6), dpi=100)
+    for ax, name in zip(list(getattr(axes, "flat", [axes])), metrics, strict=True):
+        ax.plot(scales, [r[name] for r in results], marker="o")
+        ax.set_xlabel("CFG scale s  (ε = (1+s)·ε_c − s·ε_u)")
+        ax.set_title(name)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.canvas.draw()
+    image = Image.frombuffer("RGBA", fig.canvas.get_width_height(), fig.canvas.buffer_rgba())
+    plt.close(fig)
+    return image.convert("RGB")
+
+
+def sweep_guidance(
+    uvit_checkpoint: str,
+    autoencoder: str | None,
+    decoder: str | None,
+    reference_stats: dict,
+    feature_network: str,
+    evaluation: dict,
+    paths: dict,
+) -> tuple[dict, Image.Image]:
+    """Sample and score once per scale in `evaluation.cfg_sweep` (each resumable on its own)."""
+    scales = list(evaluation["cfg_sweep"])
+    if not scales:
+        raise ValueError("evaluation.cfg_sweep is empty: list the CFG scales to compare")
+    results = []
+    for scale in scales:
+        params = {**evaluation, "cfg_scale": float(scale)}
+        spec = sampling_spec(
+            uvit_checkpoint,
+            decoder or autoencoder,
+            params,
+            n_samples=params["n_samples"],
+            batch_size=params["batch_size"],
+            seed=params["seed"],
+        )
+        folder = staging_dir(paths["staging"], "sweep", spec)
+        run_sampling(spec, Path(folder), params["num_processes"])
+        metrics = score_samples(str(folder), reference_stats, feature_network, params)
+        log.info("CFG scale %s: %s", scale, metrics)
+        results.append({"cfg_scale": float(scale), **metrics})
+    table = {"results": results}
+    # flat numbers for MLflow: sweep.<metric>.cfg_<s>
+    for r in results:
+        for name, value in r.items():
+            if name != "cfg_scale":
+                table[f"sweep.{name}.cfg_{r['cfg_scale']:g}"] = value
+    return table, _plot(results)

@@ -1,0 +1,27 @@
+"""`guidance_sweep`: sample and score a checkpoint at each CFG scale of `evaluation.cfg_sweep`."""
+
+from kedro.pipeline import Node, Pipeline
+
+from .nodes import sweep_guidance
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return Pipeline(
+        [
+            Node(
+                func=sweep_guidance,
+                inputs=[
+                    "uvit_checkpoint",
+                    "autoencoder",
+                    "decoder",
+                    "reference_stats",
+                    "feature_network",
+                    "params:evaluation",
+                    "params:paths",
+                ],
+                outputs=["guidance_sweep", "guidance_curve"],
+                name="sweep_guidance",
+            )
+        ],
+        tags=["guidance_sweep"],
+    )
