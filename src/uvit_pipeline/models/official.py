@@ -52,7 +52,9 @@ def _shapes(cfg: UViTConfig) -> dict[str, tuple[int, ...]]:
 def expected_shapes(kwargs: dict | UViTConfig) -> dict[str, tuple[int, ...]]:
     """Key -> shape of the state dict of a UViT with these arguments (built on the meta device)."""
     # Checkpointing and the attention kernel do not change the weights: one cache entry for all.
-    cfg = dataclasses.replace(_as_config(kwargs), use_checkpoint=False, attention="sdpa")
+    cfg = dataclasses.replace(
+        _as_config(kwargs), use_checkpoint=False, attention="sdpa", checkpoint_every=1
+    )
     return dict(_shapes(cfg))
 
 
