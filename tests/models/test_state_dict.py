@@ -1,4 +1,4 @@
-"""State-dict names/order/shapes (uvit-reference §2), parameter counts (§2.4), checkpoint round trip."""
+"""State-dict names/order/shapes (docs/reference.md §2), parameter counts (§2.4), checkpoint round trip."""
 
 import pytest
 import torch
@@ -149,7 +149,7 @@ def test_build_uvit_errors():
         build_uvit("U-ViT-XXL/1", img_size=32, in_chans=3)
     with pytest.raises(ValueError, match="img_size"):
         build_uvit("U-ViT-S/2", in_chans=3)
-    with pytest.raises(ValueError, match="unexpected keyword"):
+    with pytest.raises(ValueError, match="bogus is not a UViT argument"):
         build_uvit("cifar10_uvit_small", bogus=1)
 
 

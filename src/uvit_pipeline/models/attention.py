@@ -1,4 +1,4 @@
-"""Multi-head self-attention with switchable kernels (uvit-reference §1.3)."""
+"""Multi-head self-attention with switchable kernels (docs/reference.md §1.3)."""
 
 from __future__ import annotations
 

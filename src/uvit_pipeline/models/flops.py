@@ -1,4 +1,4 @@
-"""Analytic compute and parameter counts of a UViT forward pass (uvit-reference §2.4, §9)."""
+"""Analytic compute and parameter counts of a UViT forward pass (docs/reference.md §2.4, §9)."""
 
 from __future__ import annotations
 
@@ -6,18 +6,11 @@ from collections.abc import Mapping
 
 from torch import nn
 
-# Defaults of the UViT constructor that matter for counting.
-_DEFAULTS = dict(
-    mlp_ratio=4.0,
-    qkv_bias=False,
-    mlp_time_embed=False,
-    num_classes=-1,
-    conv=True,
-    skip=True,
-    clip_dim=None,
-    num_clip_token=None,
-)
-_REQUIRED = ("img_size", "patch_size", "in_chans", "embed_dim", "depth")
+from .config import UViTConfig
+
+# Defaults of the UViT constructor (the original's, §1); the geometry below must be stated.
+_DEFAULTS = UViTConfig().to_dict()
+_REQUIRED = ("img_size", "patch_size", "embed_dim", "depth")
 
 
 def _config(model_or_kwargs) -> dict:
@@ -25,11 +18,13 @@ def _config(model_or_kwargs) -> dict:
         cfg = getattr(model_or_kwargs, "config", None)
         if cfg is None:
             raise ValueError("model has no `config` attribute; pass the constructor kwargs instead")
+    elif isinstance(model_or_kwargs, UViTConfig):
+        cfg = model_or_kwargs.to_dict()
     elif isinstance(model_or_kwargs, Mapping):
         cfg = model_or_kwargs
     else:
         raise ValueError(
-            f"expected a UViT or a dict of its kwargs, got {type(model_or_kwargs).__name__}"
+            f"expected a UViT, a UViTConfig or a dict of its kwargs, got {type(model_or_kwargs).__name__}"
         )
     missing = [k for k in _REQUIRED if k not in cfg]
     if missing:

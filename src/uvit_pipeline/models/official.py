@@ -6,43 +6,59 @@ with `strict=True` into `UViT(**OFFICIAL_CONFIGS[name])`.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+
 import torch
 
+from .config import UViTConfig, load_official_configs, official_script_defaults
 from .presets import OFFICIAL_CONFIGS
 from .uvit import UViT
 
+
+def _diffusion(cfg: dict, defaults: dict) -> dict:
+    """Schedule, CFG label-dropping rate and data kind of one official config (§3.2).
+
+    Latent configs also record the autoencoder latent scale (§4.5: the config's value, else the
+    autoencoder's default 0.18215), so evaluation decodes their samples.
+    """
+    p_uncond = cfg["dataset.p_uncond"] if cfg.get("dataset.cfg", False) else 0.0
+    if "autoencoder.pretrained_path" in cfg:
+        scale = cfg.get("autoencoder.scale_factor", defaults["autoencoder.scale_factor"])
+        data = {"kind": "latent_moments", "scale_factor": scale}
+    else:
+        data = {"kind": "pixels"}
+    return {"schedule": cfg["schedule"], "p_uncond": p_uncond, "data": data}
+
+
 # What each official config trained/sampled with (§3.2, §3.3): needed to sample from an imported file.
-# Latent configs also record the autoencoder latent scale (§4.5), so evaluation decodes their samples.
-_LATENT = {"kind": "latent_moments", "scale_factor": 0.18215}
-_LATENT_COCO = {"kind": "latent_moments", "scale_factor": 0.23010}  # §4.5, issue #17
-_PIXELS = {"kind": "pixels"}
 OFFICIAL_DIFFUSION: dict[str, dict] = {
-    "cifar10_uvit_small": {"schedule": "vp_continuous", "p_uncond": 0.0, "data": _PIXELS},
-    "celeba64_uvit_small": {"schedule": "vp_continuous", "p_uncond": 0.0, "data": _PIXELS},
-    "imagenet64_uvit_mid": {"schedule": "vp_continuous", "p_uncond": 0.0, "data": _PIXELS},
-    "imagenet64_uvit_large": {"schedule": "vp_continuous", "p_uncond": 0.0, "data": _PIXELS},
-    "imagenet256_uvit_large": {"schedule": "vp_continuous", "p_uncond": 0.15, "data": _LATENT},
-    "imagenet256_uvit_huge": {"schedule": "discrete", "p_uncond": 0.1, "data": _LATENT},
-    "imagenet512_uvit_large": {"schedule": "vp_continuous", "p_uncond": 0.15, "data": _LATENT},
-    "imagenet512_uvit_huge": {"schedule": "discrete", "p_uncond": 0.1, "data": _LATENT},
-    "mscoco_uvit_small": {"schedule": "discrete", "p_uncond": 0.1, "data": _LATENT_COCO},
-    "mscoco_uvit_small_deep": {"schedule": "discrete", "p_uncond": 0.1, "data": _LATENT_COCO},
+    name: _diffusion(cfg, official_script_defaults())
+    for name, cfg in load_official_configs().items()
 }
 
-_SHAPES_CACHE: dict[str, dict[str, tuple[int, ...]]] = {}
+
+def _as_config(kwargs: dict | UViTConfig) -> UViTConfig:
+    return kwargs if isinstance(kwargs, UViTConfig) else UViTConfig.from_kwargs(kwargs, prefix="")
 
 
-def expected_shapes(kwargs: dict) -> dict[str, tuple[int, ...]]:
-    """Key -> shape of the state dict a UViT with these kwargs has (built on the meta device: no memory)."""
-    cache_key = repr(sorted(kwargs.items()))
-    if cache_key not in _SHAPES_CACHE:
-        with torch.device("meta"):
-            model = UViT(**{**kwargs, "use_checkpoint": False})
-        _SHAPES_CACHE[cache_key] = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    return dict(_SHAPES_CACHE[cache_key])
+@functools.cache
+def _shapes(cfg: UViTConfig) -> dict[str, tuple[int, ...]]:
+    with torch.device("meta"):  # full-size models without allocating memory
+        model = UViT(**cfg.to_dict())
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
-def state_dict_problems(state: dict, kwargs: dict) -> list[str]:
+def expected_shapes(kwargs: dict | UViTConfig) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of the state dict of a UViT with these arguments (built on the meta device)."""
+    # Checkpointing and the attention kernel do not change the weights: one cache entry for all.
+    cfg = dataclasses.replace(
+        _as_config(kwargs), use_checkpoint=False, attention="sdpa", checkpoint_every=1
+    )
+    return dict(_shapes(cfg))
+
+
+def state_dict_problems(state: dict, kwargs: dict | UViTConfig) -> list[str]:
     """Every difference between ``state`` and the state dict of ``UViT(**kwargs)``, one line per key."""
     want = expected_shapes(kwargs)
     problems = [

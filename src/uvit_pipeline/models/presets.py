@@ -1,7 +1,10 @@
-"""Named backbones (paper names) and the official experiment configs (uvit-reference §3.1)."""
+"""Named backbones (paper names) and the official experiment configs (docs/reference.md §3.1)."""
 
 from __future__ import annotations
 
+from typing import Any
+
+from .config import UViTConfig, load_official_configs, official_nnet_kwargs
 from .uvit import UViT
 
 
@@ -12,6 +15,7 @@ def _backbone(patch_size: int, embed_dim: int, depth: int, num_heads: int, conv:
 
 
 # Paper backbones (Table 1 of the paper; §2.4). H configs drop the final conv (§1.4).
+# tests/models/test_official_configs.py checks them against the official configs' nnet values.
 PRESETS: dict[str, dict] = {
     "U-ViT-S/2": _backbone(2, 512, 12, 8),
     "U-ViT-S/4": _backbone(4, 512, 12, 8),
@@ -27,60 +31,48 @@ PRESETS: dict[str, dict] = {
     "U-ViT-demo": _backbone(4, 64, 4, 2),
 }
 
-_PIXEL32 = dict(img_size=32, in_chans=3)
-_PIXEL64 = dict(img_size=64, in_chans=3)
-_LATENT32 = dict(img_size=32, in_chans=4)  # 256 px images through the KL-f8 autoencoder
-_LATENT64 = dict(img_size=64, in_chans=4)  # 512 px images
-_TEXT = dict(clip_dim=768, num_clip_token=77)  # CLIP ViT-L/14 last_hidden_state (§1.1)
-
-# Full constructor kwargs per official config file (§3.1). mlp_ratio 4, qkv_bias False,
-# mlp_time_embed False everywhere (§3). num_classes 1001 = 1000 + null class for CFG (§1.1).
+# Complete constructor kwargs per official config, from the config's `nnet.*` values (§3.1) with the
+# original's defaults for what the file leaves out (in_chans 3, conv True, use_checkpoint False, §1).
 OFFICIAL_CONFIGS: dict[str, dict] = {
-    "cifar10_uvit_small": {**_PIXEL32, **PRESETS["U-ViT-S/2"], "num_classes": -1},
-    "celeba64_uvit_small": {**_PIXEL64, **PRESETS["U-ViT-S/4"], "num_classes": -1},
-    "imagenet64_uvit_mid": {**_PIXEL64, **PRESETS["U-ViT-M/4"], "num_classes": 1000},
-    "imagenet64_uvit_large": {**_PIXEL64, **PRESETS["U-ViT-L/4"], "num_classes": 1000},
-    "imagenet256_uvit_large": {**_LATENT32, **PRESETS["U-ViT-L/2"], "num_classes": 1001},
-    "imagenet256_uvit_huge": {**_LATENT32, **PRESETS["U-ViT-H/2"], "num_classes": 1001},
-    "imagenet512_uvit_large": {**_LATENT64, **PRESETS["U-ViT-L/4"], "num_classes": 1001},
-    "imagenet512_uvit_huge": {**_LATENT64, **PRESETS["U-ViT-H/4"], "num_classes": 1001},
-    "mscoco_uvit_small": {**_LATENT32, **PRESETS["U-ViT-S/2"], **_TEXT},
-    "mscoco_uvit_small_deep": {**_LATENT32, **PRESETS["U-ViT-S/2-Deep"], **_TEXT},
+    name: UViTConfig(**official_nnet_kwargs(name)).to_dict() for name in load_official_configs()
 }
-_COMMON = dict(mlp_ratio=4.0, qkv_bias=False, mlp_time_embed=False)
-for _name, _cfg in OFFICIAL_CONFIGS.items():
-    # §3.1: ImageNet configs train with gradient checkpointing, CIFAR/CelebA/COCO without.
-    _cfg.update(_COMMON, use_checkpoint=_name.startswith("imagenet"))
 
 
-def resolve_kwargs(preset: str | None = None, **overrides) -> dict:
-    """Constructor kwargs of a preset (paper name or official config name) updated by overrides."""
+def preset_kwargs(preset: str | None) -> dict[str, Any]:
+    """The kwargs a preset states (paper backbone or official config name); None -> {}."""
     if preset is None:
-        kwargs = {}
-    elif preset in PRESETS:
-        kwargs = dict(PRESETS[preset])
-    elif preset in OFFICIAL_CONFIGS:
-        kwargs = dict(OFFICIAL_CONFIGS[preset])
-    else:
-        known = ", ".join([*PRESETS, *OFFICIAL_CONFIGS])
-        raise ValueError(f"unknown preset {preset!r}; known presets: {known}")
-    kwargs.update(overrides)
-    missing = [k for k in ("img_size", "in_chans") if k not in kwargs]
-    if preset is not None and missing:
-        raise ValueError(
-            f"preset {preset!r} needs {', '.join(missing)} (pass as keyword overrides)"
-        )
-    return kwargs
+        return {}
+    if preset in PRESETS:
+        return dict(PRESETS[preset])
+    if preset in OFFICIAL_CONFIGS:
+        return dict(OFFICIAL_CONFIGS[preset])
+    known = ", ".join([*PRESETS, *OFFICIAL_CONFIGS])
+    raise ValueError(f"unknown preset {preset!r}; known presets: {known}")
+
+
+def resolve_config(preset: str | None = None, **overrides) -> UViTConfig:
+    """The `UViTConfig` of a preset updated by overrides (not validated: `validate()` does that).
+
+    A paper backbone does not say what it is applied to, so it needs `img_size`.
+    """
+    kwargs = {**preset_kwargs(preset), **overrides}
+    if preset in PRESETS and "img_size" not in kwargs:
+        raise ValueError(f"preset {preset!r} needs img_size (pass it as a keyword override)")
+    return UViTConfig.from_kwargs(kwargs, prefix="")
+
+
+def resolve_kwargs(preset: str | None = None, **overrides) -> dict[str, Any]:
+    """Complete constructor kwargs of a preset updated by overrides (see `resolve_config`)."""
+    return resolve_config(preset, **overrides).to_dict()
 
 
 def build_uvit(preset: str | None = None, **overrides) -> UViT:
     """Build a UViT from a preset name (PRESETS or OFFICIAL_CONFIGS key) plus keyword overrides.
 
-    Backbone presets need `img_size` and `in_chans`, e.g.
-    `build_uvit("U-ViT-S/2", img_size=32, in_chans=3)`; official configs are complete.
+    Backbone presets need `img_size` (in_chans defaults to 3 as in the original), e.g.
+    `build_uvit("U-ViT-S/2", img_size=32)`; official configs are complete.
     """
-    kwargs = resolve_kwargs(preset, **overrides)
     try:
-        return UViT(**kwargs)
-    except TypeError as e:  # missing / unknown keyword -> ValueError naming it
+        return UViT(**resolve_kwargs(preset, **overrides))
+    except ValueError as e:
         raise ValueError(f"build_uvit({preset!r}): {e}") from e

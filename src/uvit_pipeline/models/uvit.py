@@ -1,12 +1,11 @@
 """U-ViT backbone: all inputs (time, condition, patches) are tokens; long skips between shallow and deep blocks.
 
-Faithful to the official `libs/uvit.py` / `libs/uvit_t2i.py` (uvit-reference §1), merged into one class:
+Faithful to the official `libs/uvit.py` / `libs/uvit_t2i.py` (docs/reference.md §1), merged into one class:
 text conditioning is a constructor argument. Parameter names/order equal the official state_dict (§2).
 """
 
 from __future__ import annotations
 
-import inspect
 import math
 
 import torch
@@ -14,6 +13,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .attention import Attention, check_backend
+from .config import UViTConfig
 
 
 def timestep_embedding(
@@ -86,22 +86,17 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
-def _positive_int(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-
-
 class UViT(nn.Module):
     """U-ViT noise-prediction network (unconditional, class- or text-conditional)."""
 
     def __init__(
         self,
-        img_size: int,
-        patch_size: int,
-        in_chans: int,
-        embed_dim: int,
-        depth: int,
-        num_heads: int,
+        img_size: int = 224,
+        patch_size: int = 16,
+        in_chans: int = 3,
+        embed_dim: int = 768,
+        depth: int = 12,
+        num_heads: int = 12,
         mlp_ratio: float = 4.0,
         qkv_bias: bool = False,
         qk_scale: float | None = None,
@@ -115,13 +110,16 @@ class UViT(nn.Module):
         attention: str = "sdpa",
         checkpoint_every: int = 1,
     ):
+        """Keyword arguments and defaults of `UViTConfig` (the original's, §1), validated there."""
         super().__init__()
-        args = locals()
-        self._validate(args)
+        # Same fields in the same order (tests/models/test_official_configs.py checks it).
+        cfg = UViTConfig(
+            img_size, patch_size, in_chans, embed_dim, depth, num_heads, mlp_ratio, qkv_bias,
+            qk_scale, mlp_time_embed, num_classes, use_checkpoint, conv, skip, clip_dim,
+            num_clip_token, attention, checkpoint_every,
+        ).validate(prefix="")  # fmt: skip
         # Constructor kwargs, e.g. to save beside checkpoints or feed count_flops.
-        self.config = {
-            k: args[k] for k in inspect.signature(UViT.__init__).parameters if k != "self"
-        }
+        self.config = cfg.to_dict()
         self.img_size, self.patch_size, self.in_chans = img_size, patch_size, in_chans
         self.embed_dim, self.num_classes = embed_dim, num_classes
         self.clip_dim, self.num_clip_token = clip_dim, num_clip_token
@@ -156,36 +154,6 @@ class UViT(nn.Module):
         self.decoder_pred = nn.Linear(D, patch_size**2 * in_chans)
         self.final_layer = nn.Conv2d(in_chans, in_chans, 3, padding=1) if conv else nn.Identity()
         self.initialize_weights()
-
-    @staticmethod
-    def _validate(a: dict) -> None:
-        for name in ("img_size", "patch_size", "in_chans", "embed_dim", "num_heads"):
-            _positive_int(name, a[name])
-        _positive_int("checkpoint_every", a["checkpoint_every"])
-        if isinstance(a["depth"], bool) or not isinstance(a["depth"], int) or a["depth"] < 0:
-            raise ValueError(f"depth must be a non-negative int, got {a['depth']!r}")
-        if a["img_size"] % a["patch_size"]:
-            raise ValueError(
-                f"patch_size={a['patch_size']} must divide img_size={a['img_size']} (§1.1)"
-            )
-        if a["embed_dim"] % a["num_heads"]:
-            raise ValueError(
-                f"embed_dim={a['embed_dim']} must be divisible by num_heads={a['num_heads']}"
-            )
-        if not a["mlp_ratio"] > 0:
-            raise ValueError(f"mlp_ratio must be > 0, got {a['mlp_ratio']!r}")
-        if a["qk_scale"] is not None and not a["qk_scale"] > 0:
-            raise ValueError(f"qk_scale must be None or > 0, got {a['qk_scale']!r}")
-        if isinstance(a["num_classes"], bool) or not isinstance(a["num_classes"], int):
-            raise ValueError(f"num_classes must be an int (-1 = none), got {a['num_classes']!r}")
-        if (a["clip_dim"] is None) != (a["num_clip_token"] is None):
-            raise ValueError("clip_dim and num_clip_token must be given together (text model)")
-        if a["clip_dim"] is not None:
-            _positive_int("clip_dim", a["clip_dim"])
-            _positive_int("num_clip_token", a["num_clip_token"])
-            if a["num_classes"] > 0:
-                raise ValueError("num_classes > 0 cannot be combined with clip_dim (text model)")
-        check_backend(a["attention"])
 
     def initialize_weights(self) -> None:
         """§1.5: trunc-normal(0.02) pos_embed and Linear weights, zero Linear bias, LayerNorm (1, 0);
@@ -247,17 +215,15 @@ class UViT(nn.Module):
             tokens.append(self.context_embed(context))  # (B, T, D)
         x = torch.cat([*tokens, x], dim=1) + self.pos_embed  # (B, extras + N, D)
 
+        # Block index i (in, mid, out) decides which blocks `checkpoint_every` checkpoints.
         skips = []
-        i = 0
-        for blk in self.in_blocks:
+        for i, blk in enumerate(self.in_blocks):
             x = self._run(i, blk, x)
             skips.append(x)
-            i += 1
-        x = self._run(i, self.mid_block, x)
-        i += 1
-        for blk in self.out_blocks:
+        n_in = len(self.in_blocks)
+        x = self._run(n_in, self.mid_block, x)
+        for i, blk in enumerate(self.out_blocks, start=n_in + 1):
             x = self._run(i, blk, x, skips.pop())  # LIFO pairing (§1.3)
-            i += 1
 
         x = self.decoder_pred(self.norm(x))  # (B, extras + N, p*p*C)
         x = unpatchify(x[:, self.extras :, :], self.in_chans)  # (B, C, H, W)

@@ -8,14 +8,15 @@ Everything the launched child process needs travels in one JSON file written fro
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..data.torch_datasets import FEATURE_KINDS
 from ..diffusion.schedules import SCHEDULES
-from ..models import PRESETS, UViT, resolve_kwargs
+from ..models import UViTConfig, resolve_kwargs
 from ..models.attention import ATTENTION_BACKENDS
+from ..models.config import GEOMETRY_KEYS
+from ..models.presets import preset_kwargs
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
 # Kwargs the loop sets from training options; they are not `model.*` parameters.
@@ -163,36 +164,23 @@ class TrainConfig:
         if not isinstance(self.model, dict):
             raise ValueError(f"model must be a mapping, got {type(self.model).__name__}")
         preset = self.model.get("preset")
-        try:
-            kwargs = self.model_kwargs()
-        except ValueError as e:
-            if preset is not None and preset not in PRESETS:
-                raise ValueError(f"model.preset: {e}") from None
-            raise ValueError(f"model: {e}") from None
-        allowed = set(inspect.signature(UViT).parameters)
-        for key in self.model:
+        overrides = {k: v for k, v in self.model.items() if k != "preset"}
+        for key in overrides:
             if key in _LOOP_MODEL_KEYS:
                 raise ValueError(
                     f"model.{key} is set by the training options "
                     "(training.gradient_checkpointing / attention / checkpoint_every)"
                 )
-            if key != "preset" and key not in allowed:
-                raise ValueError(f"model.{key} is not a UViT argument; known: {sorted(allowed)}")
-        for key in ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads"):
-            if key not in kwargs:
+        UViTConfig.from_kwargs(overrides)  # unknown keys -> "model.<key> is not a UViT argument"
+        try:
+            stated = {**preset_kwargs(preset), **overrides}
+        except ValueError as e:
+            raise ValueError(f"model.preset: {e}") from None
+        for key in GEOMETRY_KEYS:
+            if key not in stated:
                 raise ValueError(f"model.{key} is required (not set by preset {preset!r})")
-            check = _nonneg_int if key == "depth" else _pos_int
-            check(f"model.{key}", kwargs[key])
-        if kwargs["img_size"] % kwargs["patch_size"]:
-            raise ValueError(
-                f"model.patch_size ({kwargs['patch_size']}) must divide model.img_size "
-                f"({kwargs['img_size']}) (uvit-reference §1.1)"
-            )
-        if kwargs["embed_dim"] % kwargs["num_heads"]:
-            raise ValueError(
-                f"model.num_heads ({kwargs['num_heads']}) must divide model.embed_dim "
-                f"({kwargs['embed_dim']})"
-            )
+        kwargs = self.model_kwargs()
+        UViTConfig(**kwargs).validate(prefix="model.")
         num_classes = kwargs.get("num_classes", -1)
         if self.p_uncond > 0 and not (isinstance(num_classes, int) and num_classes > 1):
             raise ValueError(
