@@ -10,7 +10,6 @@ schedules, crops, feature kinds), never restated here.
 from __future__ import annotations
 
 import difflib
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -376,13 +375,29 @@ def validate_all(params: dict[str, Any]) -> None:
     )
 
 
-def referenced_runtime_params(conf_source: Path, env: str) -> set[str]:
-    """Names the environment's configuration reads through `${runtime_params:<name>...}`."""
-    names: set[str] = set()
+def _effective_entry(conf_source: Path, env: str, kind: str, key: str) -> str:
+    """Unresolved YAML text of one top-level entry of the env's `catalog*`/`mlflow*` config (the
+    environment's own entry replaces base's)."""
+    import yaml
+
+    found = ""
     for folder in (conf_source / "base", conf_source / env):
-        for path in folder.glob("*.y*ml"):
-            names.update(re.findall(r"runtime_params:\s*([A-Za-z_][\w.]*)", path.read_text()))
-    return names
+        for path in sorted(folder.glob(f"{kind}*.y*ml")):
+            doc = yaml.safe_load(path.read_text()) or {}
+            if key in doc:
+                found = yaml.safe_dump(doc[key])
+    return found
+
+
+def referenced_runtime_params(conf_source: Path, env: str) -> set[str]:
+    """Which `RUNTIME_ONLY` names the environment's configuration actually reads: `data_root` through
+    its `raw_images` entry, `mlflow_tracking_uri` through mlflow.yml's `server`."""
+    where = {"data_root": ("catalog", "raw_images"), "mlflow_tracking_uri": ("mlflow", "server")}
+    return {
+        name
+        for name, (kind, key) in where.items()
+        if f"runtime_params:{name}" in _effective_entry(conf_source, env, kind, key)
+    }
 
 
 def check_runtime_params(runtime: dict[str, Any], conf_source: Path, env: str) -> None:
