@@ -186,3 +186,33 @@ def test_build_sampler_decodes_latents_with_the_trained_scale(tmp_path, vae_dir)
     assert setup.sample_shape == (4, 4, 4) and setup.is_text
     z = torch.randn(1, 4, 4, 4)
     assert setup.decode(z).shape == (1, 3, 32, 32)
+
+
+def test_user_prompts_encoded_on_the_fly(tmp_path):
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from uvit_pipeline.encoders.text import encode_prompts, load_text_encoder
+    from uvit_pipeline.sampling import encode_prompt_conditions
+
+    from ..encoders.test_text import tiny_tokenizer
+
+    torch.manual_seed(0)
+    tokenizer = tiny_tokenizer()
+    config = CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        max_position_embeddings=77,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    tokenizer.save_pretrained(tmp_path / "clip")
+    CLIPTextModel(config).save_pretrained(tmp_path / "clip")
+    encoder = load_text_encoder(tmp_path / "clip")
+    conds = encode_prompt_conditions(encoder, ["the cat", "a cat."])
+    assert conds.contexts.shape == (2, 77, 32) and conds.prompts == ["the cat", "a cat."]
+    np.testing.assert_array_equal(conds.null_context, encode_prompts(encoder, [""])[0].numpy())
+    assert not np.allclose(conds.contexts[0], conds.contexts[1])
