@@ -136,3 +136,19 @@ def test_scale_factor_and_flip_are_checked_against_the_image_store(tmp_path, sto
         train(t2i_config(tmp_path / "a", stores, data={"scale_factor": 0.18215}))
     with pytest.raises(ValueError, match="random_flip must be false"):
         train(t2i_config(tmp_path / "b", stores, data={"random_flip": True}))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_t2i_fp16_paper_settings_on_gpu(tmp_path, stores):
+    """§3.2: fp16 autocast + GradScaler with the COCO optimiser settings; contexts stay fp32 inputs."""
+    final = train(
+        t2i_config(tmp_path, stores, mixed_precision="fp16", cpu=False, n_steps=3, save_interval=3)
+    )
+    losses = [
+        json.loads(line)["loss"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))
+    assert (tmp_path / "ckpts" / "3.ckpt" / "scaler.pt").is_file()
+    assert load_checkpoint_dir(final)[0]["mixed_precision"] == "fp16"
+    load_uvit_from_checkpoint(final)

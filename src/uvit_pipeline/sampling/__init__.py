@@ -15,10 +15,9 @@ from .generate import (
     collect_caption_rows,
     generate_samples,
     generate_to_dir,
-    image_grid,
     quantize,
 )
-from .grid import labelled_grid, sample_grid
+from .grid import image_grid, labelled_grid, sample_grid
 
 __all__ = [
     "SamplerSetup",

@@ -39,7 +39,6 @@ __all__ = [
     "collect_caption_rows",
     "generate_samples",
     "generate_to_dir",
-    "image_grid",
     "quantize",
 ]
 
@@ -106,19 +105,6 @@ def generate_samples(
             x0 = decode(x0)
         out.append(quantize(x0).cpu().numpy())
     return np.concatenate(out)
-
-
-def image_grid(images: np.ndarray, columns: int) -> np.ndarray:
-    """uint8 (N, 3, H, W) -> one uint8 (rows·H, columns·W, 3) image, row-major, 2 px white gutters."""
-    n, c, h, w = images.shape
-    rows = -(-n // columns)
-    g = 2
-    grid = np.full((rows * (h + g) + g, columns * (w + g) + g, c), 255, dtype=np.uint8)
-    for i, img in enumerate(images):
-        r, col = divmod(i, columns)
-        top, left = g + r * (h + g), g + col * (w + g)
-        grid[top : top + h, left : left + w] = img.transpose(1, 2, 0)
-    return grid
 
 
 # --- one setup for every caller: checkpoint -> network, schedule, decoder, shape -------------------

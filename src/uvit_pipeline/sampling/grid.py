@@ -1,4 +1,4 @@
-"""Sample grids with a caption under every row (class name or prompt), legible at small resolutions."""
+"""Sample grids: plain (`image_grid`) and with a caption under every row (class name or prompt)."""
 
 from __future__ import annotations
 
@@ -42,6 +42,19 @@ def _wrap(text: str, font, width: int) -> list[str]:
     if line:
         lines.append(line)
     return lines
+
+
+def image_grid(images: np.ndarray, columns: int) -> np.ndarray:
+    """uint8 (N, 3, H, W) -> one uint8 (rows·H, columns·W, 3) image, row-major, 2 px white gutters."""
+    n, c, h, w = images.shape
+    rows = -(-n // columns)
+    g = 2
+    grid = np.full((rows * (h + g) + g, columns * (w + g) + g, c), 255, dtype=np.uint8)
+    for i, img in enumerate(images):
+        r, col = divmod(i, columns)
+        top, left = g + r * (h + g), g + col * (w + g)
+        grid[top : top + h, left : left + w] = img.transpose(1, 2, 0)
+    return grid
 
 
 def labelled_grid(
