@@ -1,9 +1,9 @@
 """Sample generation (§5.3): noise -> sampler -> (VAE decode) -> uint8 images.
 
 `build_sampler` turns a checkpoint into (network, schedule, decoder, sample shape) once, for every
-caller. Evaluation samples are produced in fixed chunks; chunk k has its own seed (seed, k), and its
-conditions (class labels, or text contexts drawn from a text store) depend only on the seed and the
-sample index, so the images do not depend on how many processes share the work. Each chunk is written
+caller. Evaluation samples are produced in fixed chunks; chunk k has its own seed (seed, k) for its
+noise and class labels, and text contexts drawn from a text store depend only on (seed, sample index), so
+the images do not depend on how many processes share the work. Each chunk is written
 atomically to `chunk-<k>.npz` so an interrupted 50K-sample run resumes with the chunks that are missing.
 `python -m uvit_pipeline.sampling --spec spec.json` is the `accelerate launch` entry point: rank r makes
 chunks k ≡ r (mod world size).
