@@ -1,4 +1,4 @@
-"""Data: image decode/validate/crop, raw-set ingestion, demo data, feature store, torch Datasets."""
+"""Data: image decode/validate/crop, raw-set ingestion, demo data, feature stores, torch Datasets."""
 
 from .cifar import read_cifar10, read_cifar10_batches
 from .demo import generate_demo_data
@@ -22,16 +22,21 @@ from .images import (
     to_uint8_chw,
 )
 from .ingest import scan_celeba, scan_coco, scan_imagenet_folder
-from .torch_datasets import FeatureDataset
+from .text_contexts import TEXT_KIND, CaptionSplit, TextContexts
+from .torch_datasets import CaptionedFeatureDataset, FeatureDataset
 
 __all__ = [
     "CROPS",
+    "TEXT_KIND",
+    "CaptionSplit",
+    "CaptionedFeatureDataset",
     "FeatureDataset",
     "FeatureStore",
     "FeatureStoreIncomplete",
     "FeatureStoreMismatch",
     "FeatureStoreWriter",
     "ImageError",
+    "TextContexts",
     "apply_crop",
     "celeba_crop",
     "center_crop_adm",

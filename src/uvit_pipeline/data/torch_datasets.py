@@ -1,4 +1,5 @@
-"""torch Dataset over a feature store: pixel or latent-moment items with flip and label dropping."""
+"""torch Datasets over a feature store: pixel or latent-moment items with flip and label dropping,
+and the text-conditioned variant that pairs each image with one of its captions (§7.3)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import torch
 from torch.utils.data import Dataset, get_worker_info
 
 from .feature_store import FeatureStore
+from .text_contexts import CaptionSplit
 
 # The one registry of feature kinds (`features.kind`) and the store field each one reads.
 _FIELD_OF_KIND = {"pixels": "x", "latent_moments": "moments"}
@@ -42,9 +44,18 @@ class FeatureDataset(Dataset):
             raise ValueError(
                 f"feature store {self.store.root} of kind {kind!r} lacks field {self.field!r}"
             )
-        if kind == "latent_moments" and self.store.fields["moments"][0][0] != 2:
+        self.views = self.store.fields["moments"][0][0] if kind == "latent_moments" else None
+        if self.views not in (None, 1, 2):
             raise ValueError(
-                "latent store field 'moments' must have shape (2, C, h, w) = [orig, flip]"
+                f"latent store {self.store.root}: field 'moments' must have shape (V, 2C, h, w) "
+                f"with V = 2 [orig, flip] or V = 1 [orig], got V = {self.views}"
+            )
+        if self.views == 1 and random_flip:
+            # Flipping moments is not flipping the image: a one-view store has no flipped latents.
+            raise ValueError(
+                f"latent store {self.store.root} holds one view per image (meta flip "
+                f"{self.store.meta.get('flip')!r}): random_flip must be false "
+                "(training.data.random_flip)"
             )
         if not 0.0 <= p_uncond <= 1.0:
             raise ValueError(f"p_uncond must be in [0, 1], got {p_uncond}")
@@ -73,19 +84,71 @@ class FeatureDataset(Dataset):
             self._rng, self._rng_key = np.random.default_rng(entropy), key
         return self._rng
 
-    def __getitem__(self, idx: int) -> tuple[torch.Tensor, torch.Tensor]:
-        rng = self._generator()
+    def _image(self, idx: int, rng: np.random.Generator) -> torch.Tensor:
         arr = self.store.get(self.field, idx)
         flip = self.random_flip and rng.random() < 0.5
         if self.kind == "pixels":
             # (C, H, W) uint8 -> [-1, 1] float32 (x/127.5 - 1, §7.1/§7.2); flip on the fly (p=0.5).
             if flip:
                 arr = arr[..., ::-1]
-            x = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)) / 127.5 - 1.0
-        else:
-            # (2, 8, h, w): view 1 is the moments of the h-flipped image (§7.1 extraction).
-            x = torch.from_numpy(np.ascontiguousarray(arr[int(flip)], dtype=np.float32))
+            return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)) / 127.5 - 1.0
+        # (V, 8, h, w): view 1 is the moments of the h-flipped image (§7.1 extraction).
+        return torch.from_numpy(np.ascontiguousarray(arr[int(flip)], dtype=np.float32))
+
+    def __getitem__(self, idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rng = self._generator()
+        x = self._image(idx, rng)
         label = int(self.store.get("label", idx))
         if self.p_uncond > 0 and rng.random() < self.p_uncond:  # CFG label dropping (§4.3)
             label = int(self.null_label)
         return x, torch.tensor(label, dtype=torch.long)
+
+
+class CaptionedFeatureDataset(FeatureDataset):
+    """(x float32, context float32 (L, D)) items: an image and one of its captions' text features.
+
+    The caption is drawn uniformly among the image's captions at every access, and replaced by the
+    encoded empty prompt with probability `p_uncond`, per sample (§4.3, §7.3).
+    """
+
+    def __init__(
+        self,
+        store_or_path: FeatureStore | str | os.PathLike,
+        captions: CaptionSplit,
+        empty_context: np.ndarray,
+        random_flip: bool,
+        p_uncond: float = 0.0,
+        seed: int = 0,
+    ):
+        super().__init__(store_or_path, random_flip, seed=seed)
+        if captions.num_images != len(self.store):
+            raise ValueError(
+                f"text store {captions.store.root} has captions for {captions.num_images} images "
+                f"but image store {self.store.root} holds {len(self.store)}"
+            )
+        empty = captions.counts() == 0
+        if empty.any():
+            raise ValueError(
+                f"text store {captions.store.root}: {int(empty.sum())} images have no caption "
+                f"(first image row {int(np.argmax(empty))})"
+            )
+        shape = captions.store.fields["context"][0]
+        if tuple(np.shape(empty_context)) != shape:
+            raise ValueError(
+                f"empty_context has shape {np.shape(empty_context)}, captions have {shape}"
+            )
+        if not 0.0 <= p_uncond <= 1.0:
+            raise ValueError(f"p_uncond must be in [0, 1], got {p_uncond}")
+        self.captions = captions
+        self.empty_context = torch.from_numpy(np.asarray(empty_context, dtype=np.float32))
+        self.p_uncond = float(p_uncond)
+
+    def __getitem__(self, idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rng = self._generator()
+        x = self._image(idx, rng)
+        if self.p_uncond > 0 and rng.random() < self.p_uncond:  # CFG caption dropping (§4.3)
+            return x, self.empty_context.clone()
+        lo, hi = self.captions.offsets[idx], self.captions.offsets[idx + 1]
+        row = int(lo + rng.integers(hi - lo))  # uniform over this image's captions, every access
+        context = self.captions.store.get("context", row).astype(np.float32)
+        return x, torch.from_numpy(context)

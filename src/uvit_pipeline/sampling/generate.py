@@ -1,16 +1,20 @@
-"""Sample generation for evaluation (§5.3): noise -> sampler -> (VAE decode) -> uint8 images.
+"""Sample generation (§5.3): noise -> sampler -> (VAE decode) -> uint8 images.
 
-Samples are produced in fixed chunks; chunk k has its own seed (seed, k), so the images do not depend on
-how many processes share the work, and each chunk is written atomically to `chunk-<k>.npz` so an
-interrupted 50K-sample run resumes with the chunks that are missing. `python -m
-uvit_pipeline.sampling --spec spec.json` is the `accelerate launch` entry point: rank r makes
+`build_sampler` turns a checkpoint into (network, schedule, decoder, sample shape) once, for every
+caller. Evaluation samples are produced in fixed chunks; chunk k has its own seed (seed, k) for its
+noise and class labels, and text contexts drawn from a text store depend only on (seed, sample index), so
+the images do not depend on how many processes share the work. Each chunk is written
+atomically to `chunk-<k>.npz` so an interrupted 50K-sample run resumes with the chunks that are missing.
+`python -m uvit_pipeline.sampling --spec spec.json` is the `accelerate launch` entry point: rank r makes
 chunks k ≡ r (mod world size).
 """
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +23,24 @@ from tqdm.auto import tqdm
 
 from uvit_pipeline._io import atomic_write
 from uvit_pipeline.diffusion import get_schedule, make_eps_fn, sample
+
+from .conditions import (
+    TextConditions,
+    check_text_identity,
+    chunk_labels,
+    conditions_from_text_store,
+)
+
+__all__ = [
+    "SamplerSetup",
+    "build_sampler",
+    "chunk_labels",
+    "collect",
+    "collect_caption_rows",
+    "generate_samples",
+    "generate_to_dir",
+    "quantize",
+]
 
 
 def quantize(images: torch.Tensor) -> torch.Tensor:
@@ -38,6 +60,8 @@ def generate_samples(
     steps: int,
     labels: torch.Tensor | None = None,
     null_label: int | None = None,
+    contexts: np.ndarray | torch.Tensor | None = None,
+    null_context: np.ndarray | torch.Tensor | None = None,
     cfg_scale: float = 0.0,
     clip_x0: bool = False,
     decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
@@ -45,16 +69,36 @@ def generate_samples(
     device: str | torch.device = "cpu",
     progress: bool = True,
 ) -> np.ndarray:
-    """Generate ``n`` images as uint8 (n, 3, H, W). ``labels`` (n,) for class-conditional models;
-    ``decode`` maps latents to [-1, 1] images for latent models."""
+    """Generate ``n`` images as uint8 (n, 3, H, W).
+
+    Class models take ``labels`` (n,) and, for CFG, ``null_label``; text models take ``contexts``
+    (n, L, D) and, for CFG, ``null_context`` (L, D), the encoded empty prompt (§4.3). Guidance is
+    (1+s)·ε_c − s·ε_u with s = ``cfg_scale``. ``decode`` maps latents to [-1, 1] images.
+    """
+    if labels is not None and contexts is not None:
+        raise ValueError("give labels (class model) or contexts (text model), not both")
+    if contexts is not None and len(contexts) != n:
+        raise ValueError(f"contexts holds {len(contexts)} entries for n={n} samples")
+    if contexts is not None and cfg_scale > 0 and null_context is None:
+        raise ValueError(
+            "cfg_scale > 0 with contexts needs null_context (the encoded empty prompt)"
+        )
     device = torch.device(device)
+    null_ctx = None
+    if contexts is not None and cfg_scale > 0:
+        null_ctx = torch.as_tensor(null_context, dtype=torch.float32, device=device)
+        null_ctx = null_ctx.reshape(1, *null_ctx.shape[-2:])  # broadcast to the batch by eps_fn
     gen = torch.Generator(device="cpu").manual_seed(seed)
     out = []
     for lo in tqdm(range(0, n, batch_size), desc="sampling", unit="batch", disable=not progress):
         b = min(batch_size, n - lo)
         x_T = torch.randn((b, *sample_shape), generator=gen).to(device)
-        cond = labels[lo : lo + b].to(device) if labels is not None else None
-        null = torch.full_like(cond, null_label) if cond is not None and cfg_scale > 0 else None
+        if contexts is not None:
+            cond = torch.as_tensor(contexts[lo : lo + b], dtype=torch.float32).to(device)
+            null = null_ctx
+        else:
+            cond = labels[lo : lo + b].to(device) if labels is not None else None
+            null = torch.full_like(cond, null_label) if cond is not None and cfg_scale > 0 else None
         eps_fn = make_eps_fn(nnet, schedule, cond=cond, null_cond=null, cfg_scale=cfg_scale)
         x0 = sample(eps_fn, x_T, schedule, sampler, steps, clip_x0=clip_x0, generator=gen)
         if decode is not None:
@@ -63,45 +107,143 @@ def generate_samples(
     return np.concatenate(out)
 
 
-def image_grid(images: np.ndarray, columns: int) -> np.ndarray:
-    """uint8 (N, 3, H, W) -> one uint8 (rows·H, columns·W, 3) image, row-major, 2 px white gutters."""
-    n, c, h, w = images.shape
-    rows = -(-n // columns)
-    g = 2
-    grid = np.full((rows * (h + g) + g, columns * (w + g) + g, c), 255, dtype=np.uint8)
-    for i, img in enumerate(images):
-        r, col = divmod(i, columns)
-        top, left = g + r * (h + g), g + col * (w + g)
-        grid[top : top + h, left : left + w] = img.transpose(1, 2, 0)
-    return grid
+# --- one setup for every caller: checkpoint -> network, schedule, decoder, shape -------------------
+
+
+@dataclass
+class SamplerSetup:
+    """A loaded checkpoint ready to sample: network, schedule, latent decoder (or None), x_T shape."""
+
+    nnet: torch.nn.Module
+    schedule: object
+    decode: Callable[[torch.Tensor], torch.Tensor] | None
+    sample_shape: tuple[int, int, int]
+    config: dict  # the checkpoint's resolved training config
+    device: torch.device
+
+    @property
+    def is_text(self) -> bool:
+        return self.config["model_kwargs"].get("clip_dim") is not None
+
+    @property
+    def text_encoder(self) -> dict | None:
+        """Identity of the text encoder the model was trained with (None if not recorded)."""
+        return self.config.get("text_encoder")
+
+    def generate(self, **kwargs) -> np.ndarray:
+        """`generate_samples` with this setup's network, schedule, shape, decoder and device."""
+        kwargs.setdefault("batch_size", kwargs["n"])
+        return generate_samples(
+            self.nnet,
+            self.schedule,
+            sample_shape=self.sample_shape,
+            decode=self.decode,
+            device=self.device,
+            **kwargs,
+        )
+
+
+def build_sampler(
+    spec_or_checkpoint: dict | str | os.PathLike,
+    *,
+    which: str = "ema",
+    device: str | torch.device = "cpu",
+    autoencoder: str | None = None,
+    scale_factor: float | None = None,
+    decode_batch_size: int = 50,
+) -> SamplerSetup:
+    """Load a checkpoint for sampling. A sampling spec dict supplies checkpoint, which, device,
+    autoencoder, scale_factor and decode_batch_size itself (keywords are then ignored).
+
+    The latent scale factor is the checkpoint's (`data.scale_factor`, 0.23010 for COCO); a different
+    explicit value is refused (the original t2i sampling script's 0.18215 bug, §7.3).
+    """
+    from uvit_pipeline.training.checkpoint import load_checkpoint_dir, load_uvit_from_checkpoint
+
+    if isinstance(spec_or_checkpoint, dict):
+        spec = spec_or_checkpoint
+        checkpoint, which = spec["checkpoint"], spec.get("which", "ema")
+        device, autoencoder = spec.get("device", "cpu"), spec.get("autoencoder")
+        scale_factor = spec.get("scale_factor")
+        decode_batch_size = int(spec.get("decode_batch_size", 50))
+    else:
+        checkpoint = spec_or_checkpoint
+    device = torch.device(device)
+    config, _, _ = load_checkpoint_dir(checkpoint)
+    nnet = load_uvit_from_checkpoint(checkpoint, which=which).to(device)
+    mk = config["model_kwargs"]
+    data = config.get("data") or {}
+    decode = None
+    if data.get("kind") == "latent_moments":
+        if not autoencoder:
+            raise ValueError(
+                f"checkpoint {checkpoint} samples latents: set the autoencoder to decode them "
+                "(evaluation.autoencoder or features.autoencoder)"
+            )
+        trained = data.get("scale_factor")
+        if scale_factor is None:
+            scale_factor = trained
+        elif trained is not None and not math.isclose(scale_factor, trained, rel_tol=1e-6):
+            raise ValueError(
+                f"scale_factor {scale_factor} differs from the checkpoint's data.scale_factor "
+                f"{trained}: decoding would use another latent scale (§4.5)"
+            )
+        if scale_factor is None:
+            raise ValueError(f"checkpoint {checkpoint} records no data.scale_factor; pass one")
+        decode = _latent_decoder(autoencoder, float(scale_factor), decode_batch_size, device)
+    return SamplerSetup(
+        nnet=nnet,
+        schedule=get_schedule(config["schedule"]),
+        decode=decode,
+        sample_shape=(mk["in_chans"], mk["img_size"], mk["img_size"]),
+        config=config,
+        device=device,
+    )
+
+
+def _latent_decoder(autoencoder: str, scale_factor: float, chunk: int, device: torch.device):
+    from uvit_pipeline.encoders.autoencoder import decode_latents, load_autoencoder_spec
+
+    vae = load_autoencoder_spec(autoencoder, device)
+    autocast = torch.float16 if device.type == "cuda" else None  # §4.4: decode under fp16 autocast
+
+    def decode(z: torch.Tensor) -> torch.Tensor:
+        return decode_latents(vae, z, scale_factor, chunk_size=chunk, autocast_dtype=autocast)
+
+    return decode
 
 
 # --- chunked generation (in-process or under accelerate) ------------------------------------------
 
 
-def chunk_labels(spec: dict, k: int, size: int) -> torch.Tensor | None:
-    """Labels of chunk k, seeded by (seed, k); None for unconditional models. y ~ Uniform{0..K-1}
-    (ImageNet 256/512), or ~ `label_probs` (ImageNet 64 draws from the training set's class frequencies, §3.3)."""
-    if not spec.get("num_real_classes"):
-        return None
-    if spec.get("labels") is not None:  # explicit labels, e.g. one row per class for a grid
-        lo = k * int(spec["batch_size"])
-        return torch.tensor(spec["labels"][lo : lo + size], dtype=torch.long)
-    gen = torch.Generator().manual_seed(spec["seed"] * 1_000_003 + 2 * k + 1)
-    if spec.get("label_probs") is not None:
-        probs = torch.tensor(spec["label_probs"], dtype=torch.float64)
-        return torch.multinomial(probs, size, replacement=True, generator=gen)
-    return torch.randint(0, spec["num_real_classes"], (size,), generator=gen)
+def _text_source(spec: dict, setup: SamplerSetup):
+    """The text store evaluation contexts are drawn from, checked against the checkpoint."""
+    from uvit_pipeline.data.text_contexts import TextContexts
+
+    if not spec.get("text_features"):
+        raise ValueError(
+            f"checkpoint {spec['checkpoint']} is a text-to-image model: the sampling spec needs "
+            "'text_features' (the text-context store whose val captions condition the samples)"
+        )
+    text = TextContexts(spec["text_features"])
+    mk = setup.config["model_kwargs"]
+    if text.context_shape != (mk["num_clip_token"], mk["clip_dim"]):
+        raise ValueError(
+            f"text store {text.root} gives contexts {text.context_shape}, the model takes "
+            f"(num_clip_token, clip_dim) = {(mk['num_clip_token'], mk['clip_dim'])}"
+        )
+    check_text_identity(setup.text_encoder, text.identity, f"text store {text.root} contexts")
+    return text
 
 
 def generate_to_dir(spec: dict, rank: int = 0, world_size: int = 1, progress: bool = True) -> Path:
     """Write this rank's missing chunks of ``spec["n_samples"]`` samples into ``spec["out_dir"]``.
 
     ``spec``: checkpoint, which ("ema"|"raw"), n_samples, batch_size, sampler, steps, cfg_scale, clip_x0,
-    seed, num_real_classes, null_label, autoencoder (or None), scale_factor, decode_batch_size, device.
+    seed, num_real_classes, null_label, autoencoder (or None), scale_factor, decode_batch_size, device;
+    text models also text_features (text-store path) and text_split (default "val"). A chunk holds
+    images, labels and, for text models, the caption_rows / image_rows that conditioned them.
     """
-    from uvit_pipeline.training.checkpoint import load_checkpoint_dir, load_uvit_from_checkpoint
-
     out = Path(spec["out_dir"])
     out.mkdir(parents=True, exist_ok=True)
     n, bs = int(spec["n_samples"]), int(spec["batch_size"])
@@ -110,61 +252,40 @@ def generate_to_dir(spec: dict, rank: int = 0, world_size: int = 1, progress: bo
     ]
     if not todo:
         return out
-    device = torch.device(spec.get("device", "cpu"))
-    config, _, _ = load_checkpoint_dir(spec["checkpoint"])
-    nnet = load_uvit_from_checkpoint(spec["checkpoint"], which=spec.get("which", "ema")).to(device)
-    mk = config["model_kwargs"]
-    decode = None
-    if spec.get("autoencoder"):
-        from uvit_pipeline.encoders.autoencoder import decode_latents, load_autoencoder_spec
-
-        vae = load_autoencoder_spec(spec["autoencoder"], device)
-        autocast = (
-            torch.float16 if device.type == "cuda" else None
-        )  # §4.4: decode under fp16 autocast
-
-        def decode(z):
-            return decode_latents(
-                vae,
-                z,
-                float(spec["scale_factor"]),
-                chunk_size=int(spec["decode_batch_size"]),
-                autocast_dtype=autocast,
-            )
-
-    schedule = get_schedule(config["schedule"])
+    setup = build_sampler(spec)
+    text = _text_source(spec, setup) if setup.is_text else None
     for k in tqdm(todo, desc=f"sampling (rank {rank})", unit="chunk", disable=not progress):
         size = min(bs, n - k * bs)
-        labels = chunk_labels(spec, k, size)
-        images = generate_samples(
-            nnet,
-            schedule,
+        extra: dict[str, np.ndarray] = {}
+        cond: dict = {"labels": chunk_labels(spec, k, size), "null_label": spec.get("null_label")}
+        if text is not None:  # a random val image's random caption per sample (§3.3, §7.3)
+            tc: TextConditions = conditions_from_text_store(
+                text, size, spec["seed"], start=k * bs, split=spec.get("text_split", "val")
+            )
+            cond = {"contexts": tc.contexts, "null_context": tc.null_context}
+            extra = {"caption_rows": tc.caption_rows, "image_rows": tc.image_rows}
+        images = setup.generate(
             n=size,
             batch_size=size,
-            sample_shape=(mk["in_chans"], mk["img_size"], mk["img_size"]),
             sampler=spec["sampler"],
             steps=int(spec["steps"]),
-            labels=labels,
-            null_label=spec.get("null_label"),
             cfg_scale=float(spec["cfg_scale"]),
             clip_x0=bool(spec["clip_x0"]),
-            decode=decode,
             seed=spec["seed"] * 1_000_003 + 2 * k,
-            device=device,
             progress=False,
+            **cond,
         )
-        lab = labels.numpy() if labels is not None else np.zeros(0, np.int64)
-        atomic_write(
-            out / f"chunk-{k:06d}.npz", lambda f, a=images, b=lab: np.savez(f, images=a, labels=b)
-        )
+        lab = cond.get("labels")
+        arrays = {
+            "images": images,
+            "labels": lab.numpy() if lab is not None else np.zeros(0, np.int64),
+            **extra,
+        }
+        atomic_write(out / f"chunk-{k:06d}.npz", lambda f, a=arrays: np.savez(f, **a))
     return out
 
 
-def collect(
-    out_dir: str | os.PathLike, n: int, batch_size: int
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """All chunks in order -> (images uint8 (n, 3, H, W), labels (n,) or None)."""
-    images, labels = [], []
+def _chunks(out_dir: str | os.PathLike, n: int, batch_size: int) -> Iterator[dict]:
     for k in range(-(-n // batch_size)):
         path = Path(out_dir) / f"chunk-{k:06d}.npz"
         if not path.is_file():
@@ -172,7 +293,29 @@ def collect(
                 f"sample chunk {path} is missing: the sampling run did not finish"
             )
         with np.load(path, allow_pickle=False) as f:
-            images.append(f["images"])
-            labels.append(f["labels"])
+            yield {key: f[key] for key in f.files}
+
+
+def collect(
+    out_dir: str | os.PathLike, n: int, batch_size: int
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """All chunks in order -> (images uint8 (n, 3, H, W), labels (n,) or None)."""
+    images, labels = [], []
+    for chunk in _chunks(out_dir, n, batch_size):
+        images.append(chunk["images"])
+        labels.append(chunk["labels"])
     lab = np.concatenate(labels)
     return np.concatenate(images), (lab if lab.size else None)
+
+
+def collect_caption_rows(
+    out_dir: str | os.PathLike, n: int, batch_size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(caption rows, image rows) (n,) of a text model's chunks, in sample order (pairs for CLIP score)."""
+    captions, images = [], []
+    for chunk in _chunks(out_dir, n, batch_size):
+        if "caption_rows" not in chunk:
+            raise ValueError(f"sample chunks in {out_dir} hold no caption rows (not a text model)")
+        captions.append(chunk["caption_rows"])
+        images.append(chunk["image_rows"])
+    return np.concatenate(captions), np.concatenate(images)

@@ -33,6 +33,10 @@ class DataConfig:
     expected_meta: dict = field(default_factory=dict)  # checked with FeatureStore.verify_meta
     scale_factor: float = 0.18215  # latent stores only (§4.5; 0.23010 for MS-COCO)
     num_workers: int = 0
+    # Text-to-image only: the text-context store of the same images (§7.3) and, optionally, the
+    # encoder identity (keys of its meta "encoder", e.g. name/sha256) it must have been made with.
+    text_path: str = ""
+    expected_text_encoder: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -104,8 +108,10 @@ class TrainConfig:
         return kwargs
 
     def null_label(self) -> int | None:
-        """Index of the CFG null class (K = num_classes - 1, §1.1) when labels are dropped."""
-        if self.p_uncond > 0:
+        """Index of the CFG null class (K = num_classes - 1, §1.1) when labels are dropped.
+
+        None for text models: their null condition is the encoded empty prompt (§4.3)."""
+        if self.p_uncond > 0 and self.model_kwargs().get("clip_dim") is None:
             return int(self.model_kwargs()["num_classes"]) - 1
         return None
 
@@ -159,6 +165,13 @@ class TrainConfig:
             raise ValueError(
                 f"training.data.expected_meta must be a mapping, got {d.expected_meta!r}"
             )
+        if not isinstance(d.text_path, str):
+            raise ValueError(f"training.data.text_path must be a path string, got {d.text_path!r}")
+        if not isinstance(d.expected_text_encoder, dict):
+            raise ValueError(
+                "training.data.expected_text_encoder must be a mapping, got "
+                f"{d.expected_text_encoder!r}"
+            )
 
     def _validate_model(self) -> None:
         if not isinstance(self.model, dict):
@@ -182,15 +195,25 @@ class TrainConfig:
         kwargs = self.model_kwargs()
         UViTConfig(**kwargs).validate(prefix="model.")
         num_classes = kwargs.get("num_classes", -1)
-        if self.p_uncond > 0 and not (isinstance(num_classes, int) and num_classes > 1):
+        is_text = kwargs.get("clip_dim") is not None
+        if is_text and not self.data.text_path:
             raise ValueError(
-                "training.p_uncond > 0 needs a class-conditional model with a null class "
-                f"(model.num_classes = K + 1), got model.num_classes={num_classes!r}"
+                f"model.clip_dim={kwargs['clip_dim']} makes a text-conditional model: set "
+                "training.data.text_path to the text-context store of the training images"
             )
-        if kwargs.get("clip_dim") is not None:
+        if self.data.text_path and not is_text:
             raise ValueError(
-                "model.clip_dim: text-conditional training is not supported by this loop "
-                "(feature stores carry labels only)"
+                f"training.data.text_path is set ({self.data.text_path!r}) but the model is not "
+                "text-conditional (set model.clip_dim and model.num_clip_token)"
+            )
+        if (
+            self.p_uncond > 0
+            and not is_text
+            and not (isinstance(num_classes, int) and num_classes > 1)
+        ):
+            raise ValueError(
+                "training.p_uncond > 0 needs a text model or a class-conditional model with a "
+                f"null class (model.num_classes = K + 1), got model.num_classes={num_classes!r}"
             )
         if self.data.kind == "latent_moments" and kwargs["in_chans"] != 4:
             raise ValueError(

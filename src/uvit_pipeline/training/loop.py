@@ -7,6 +7,7 @@ zero_grad -> loss -> backward (scaled under fp16) -> optimizer.step -> lr_schedu
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -104,19 +105,21 @@ def train_step(
 
 
 def prepare_batch(batch, config: TrainConfig, device: torch.device, conditional: bool):
-    """FeatureDataset batch (x, label) -> (x0 fp32 network input, labels or None), §4.5.
+    """Dataset batch (x, label | context) -> (x0 fp32 network input, labels / contexts or None), §4.5.
 
     Pixel items are already in [-1, 1]; latent items are moments (B, 8, h, w) from which a fresh
     posterior sample is drawn every step, in fp32 and outside autocast, then scaled.
     """
-    x, label = batch
+    x, c = batch
     x = x.to(device, non_blocking=True).float()
     if config.data.kind == "latent_moments":
         from ..encoders import sample_latents  # lazy: only latent runs need the encoders package
 
         x = sample_latents(x, config.data.scale_factor, None)
-    cond = label.to(device, non_blocking=True).long() if conditional else None
-    return x, cond
+    if not conditional:
+        return x, None
+    c = c.to(device, non_blocking=True)
+    return x, (c.float() if c.is_floating_point() else c.long())  # text contexts | class labels
 
 
 def _make_loader(config: TrainConfig, accelerator: Accelerator, start_step: int) -> DataLoader:
@@ -132,14 +135,20 @@ def _make_loader(config: TrainConfig, accelerator: Accelerator, start_step: int)
         )
     _check_store_shape(store, config)
     rank = accelerator.process_index
-    dataset = FeatureDataset(
-        store,
-        random_flip=config.data.random_flip,
-        p_uncond=config.p_uncond,
-        null_label=config.null_label(),
-        # flips / label drops differ per rank and per resume point (workers add their own seed)
-        seed=config.seed + 7919 * rank + start_step,
-    )
+    # flips / label drops / caption draws differ per rank and per resume point (workers add their seed)
+    seed = config.seed + 7919 * rank + start_step
+    if config.data.text_path:
+        from .text_data import text_dataset
+
+        dataset = text_dataset(config, store, seed)
+    else:
+        dataset = FeatureDataset(
+            store,
+            random_flip=config.data.random_flip,
+            p_uncond=config.p_uncond,
+            null_label=config.null_label(),
+            seed=seed,
+        )
     order = ResumableDataOrder(
         len(dataset),
         config.batch_size,
@@ -163,8 +172,14 @@ def _check_store_shape(store, config: TrainConfig) -> None:
     """Fail before training when the network input does not match the stored features."""
     kw = config.model_kwargs()
     if config.data.kind == "latent_moments":
-        shape = store.fields["moments"][0]  # (2, 2·C, h, w): [orig, flipped] moments
+        shape = store.fields["moments"][0]  # (V, 2·C, h, w): [orig(, flipped)] moments
         got = (shape[1] // 2, shape[2], shape[3])
+        stored = store.meta.get("scale_factor")  # another scale is another latent space (§4.5)
+        if stored is not None and not math.isclose(stored, config.data.scale_factor, rel_tol=1e-6):
+            raise ValueError(
+                f"training.data.scale_factor is {config.data.scale_factor} but latent store "
+                f"{store.root} was made for scale_factor {stored}"
+            )
     else:
         got = tuple(store.fields["x"][0])  # (C, H, W)
     want = (kw["in_chans"], kw["img_size"], kw["img_size"])
@@ -193,6 +208,11 @@ def train(config: TrainConfig) -> Path:
     """Train (resuming from the newest complete state by default) and return `run_dir/final`."""
     accelerator = _init_trackers(config)
     config.validate(num_processes=accelerator.num_processes)
+    text_identity = None
+    if config.data.text_path:  # fail on a mismatched text store before loading anything
+        from .text_data import verify_text_store
+
+        text_identity = verify_text_store(config).identity
     device, is_main = accelerator.device, accelerator.is_main_process
     run_dir = Path(config.run_dir)
     ckpt_root = run_dir / "ckpts"
@@ -227,10 +247,13 @@ def train(config: TrainConfig) -> Path:
         device,
     )
     resolved = {**config.to_dict(), "model_kwargs": objs.model_kwargs}
+    if text_identity is not None:  # which encoder's features the model was trained on
+        resolved["text_encoder"] = text_identity
     per_rank = config.batch_size // accelerator.num_processes
     flops_step = train_step_flops(objs.model_kwargs, per_rank)
     peak = peak_flops(device, config.peak_tflops)
-    conditional = objs.model_kwargs.get("num_classes", -1) > 0
+    kw = objs.model_kwargs
+    conditional = kw.get("num_classes", -1) > 0 or kw.get("clip_dim") is not None
     if start_step >= config.n_steps:
         logger.info("State at step %d already reaches n_steps; exporting only", start_step)
 
