@@ -1,6 +1,12 @@
 """Kedro dataset classes for the project's artifacts (directories, statistics, raw data, external weights)."""
 
-from .directory import DirectoryDataset, NotUsed, PretrainedDataset, RawDirectoryDataset
+from .directory import (
+    DirectoryDataset,
+    NotUsed,
+    PretrainedDataset,
+    PromptFileDataset,
+    RawDirectoryDataset,
+)
 from .stats import NpzStatsDataset
 
 __all__ = [
@@ -8,5 +14,6 @@ __all__ = [
     "NotUsed",
     "NpzStatsDataset",
     "PretrainedDataset",
+    "PromptFileDataset",
     "RawDirectoryDataset",
 ]

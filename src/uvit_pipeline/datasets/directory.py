@@ -166,3 +166,28 @@ class NotUsed(AbstractDataset[None, None]):
 
     def _describe(self) -> dict[str, Any]:
         return {"reason": self._reason}
+
+
+class PromptFileDataset(AbstractDataset[list, list]):
+    """A prompt file (UTF-8 text, one prompt per line) given with `--params prompt_file=...`, read
+    and checked by `encoders.text.read_prompts`; no file given loads as None."""
+
+    def __init__(self, *, filepath: str | None = None, metadata: dict[str, Any] | None = None):
+        self._filepath = filepath
+        self.metadata = metadata
+
+    def load(self) -> list[str] | None:
+        if not self._filepath:
+            return None
+        from uvit_pipeline.encoders.text import read_prompts
+
+        try:
+            return read_prompts(self._filepath)
+        except (OSError, ValueError) as err:
+            raise DatasetError(f"prompt_file: {err}") from err
+
+    def save(self, data) -> None:
+        raise DatasetError("the prompt file is an input and is never written")
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": self._filepath}

@@ -20,7 +20,9 @@ from uvit_pipeline._io import atomic_write_json
 
 
 def identity_key(identity: Any) -> str:
-    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[
+        :16
+    ]
 
 
 def staging_dir(root: str, what: str, identity: Any) -> Path:

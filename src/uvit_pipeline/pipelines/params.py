@@ -18,7 +18,7 @@ Check = Callable[[str, Any], None]
 
 # Keys that only exist as `--params` values read by the configuration itself (catalog / mlflow.yml
 # through `${runtime_params:...}`), not by any node.
-RUNTIME_ONLY = ("data_root", "mlflow_tracking_uri")
+RUNTIME_ONLY = ("data_root", "mlflow_tracking_uri", "prompt_file")
 
 
 class ParameterError(ValueError):
@@ -320,7 +320,9 @@ def _check_mapping(prefix: str, schema: dict, values: Any, required: bool) -> No
     if required:
         missing = [k for k in schema if k not in values]
         if missing:
-            raise ParameterError(f"{prefix}.{missing[0]} is missing (every key has a default in conf/base)")
+            raise ParameterError(
+                f"{prefix}.{missing[0]} is missing (every key has a default in conf/base)"
+            )
 
 
 def _model_keys() -> set[str]:
@@ -368,10 +370,19 @@ def validate_all(params: dict[str, Any]) -> None:
             f"features.resolution must be a multiple of 8 for a KL-f8 autoencoder, "
             f"got {features['resolution']}"
         )
-    from uvit_pipeline.pipelines.training.nodes import make_train_config  # lazily: torch
+    from uvit_pipeline.models import resolve_kwargs  # lazily: torch
+    from uvit_pipeline.pipelines.training.nodes import make_train_config
 
+    model = params["model"]
+    try:
+        kwargs = resolve_kwargs(
+            model.get("preset"), **{k: v for k, v in model.items() if k != "preset"}
+        )
+    except ValueError as err:
+        raise ParameterError(f"model.preset: {err}") from None
+    text = "<text store>" if kwargs.get("clip_dim") else None
     make_train_config(
-        params["model"], params["training"], params["launcher"], features, "<store>", "<run>"
+        model, params["training"], params["launcher"], features, "<store>", "<run>", text
     )
 
 
@@ -392,7 +403,11 @@ def _effective_entry(conf_source: Path, env: str, kind: str, key: str) -> str:
 def referenced_runtime_params(conf_source: Path, env: str) -> set[str]:
     """Which `RUNTIME_ONLY` names the environment's configuration actually reads: `data_root` through
     its `raw_images` entry, `mlflow_tracking_uri` through mlflow.yml's `server`."""
-    where = {"data_root": ("catalog", "raw_images"), "mlflow_tracking_uri": ("mlflow", "server")}
+    where = {
+        "data_root": ("catalog", "raw_images"),
+        "mlflow_tracking_uri": ("mlflow", "server"),
+        "prompt_file": ("catalog", "prompt_file"),
+    }
     return {
         name
         for name, (kind, key) in where.items()

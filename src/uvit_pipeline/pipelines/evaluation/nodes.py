@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +51,7 @@ def sampling_spec(
     decoder: str | None,
     evaluation: dict,
     *,
+    text_features: str | None = None,
     n_samples: int,
     batch_size: int,
     seed: int,
@@ -61,7 +61,13 @@ def sampling_spec(
     """Everything a sampling job needs (`sampling.generate_to_dir`)."""
     config, _, _ = load_checkpoint_dir(uvit_checkpoint)
     n_real, null = _class_setup(config)
-    if evaluation["cfg_scale"] > 0 and null is None:
+    is_text = config["model_kwargs"].get("clip_dim") is not None
+    if is_text and text_features is None:
+        raise ValueError(
+            "the checkpoint is a text-to-image model: its samples are conditioned on captions from "
+            "the catalog entry text_features (run the text_features pipeline first)"
+        )
+    if evaluation["cfg_scale"] > 0 and null is None and not is_text:
         raise ValueError(
             "evaluation.cfg_scale > 0 needs a model trained with label dropping "
             "(training.p_uncond > 0); set evaluation.cfg_scale=0"
@@ -90,6 +96,8 @@ def sampling_spec(
         "autoencoder": decoder if latent else None,
         "scale_factor": config.get("data", {}).get("scale_factor"),
         "decode_batch_size": evaluation["decode_batch_size"],
+        "text_features": str(text_features) if is_text else None,
+        "text_split": "val",
     }
 
 
@@ -114,6 +122,7 @@ def run_sampling(spec: dict, folder: Path, num_processes: int) -> None:
 def sample_for_evaluation(
     uvit_checkpoint: str,
     image_features: str | None,
+    text_features: str | None,
     autoencoder: str | None,
     decoder: str | None,
     evaluation: dict,
@@ -127,6 +136,7 @@ def sample_for_evaluation(
         uvit_checkpoint,
         decoder or autoencoder,
         evaluation,
+        text_features=text_features,
         n_samples=evaluation["n_samples"],
         batch_size=evaluation["batch_size"],
         seed=evaluation["seed"],
@@ -180,32 +190,40 @@ def class_names(image_features: str | None, n_real: int) -> list[str]:
 def render_sample_grid(
     uvit_checkpoint: str,
     image_features: str | None,
+    text_features: str | None,
     autoencoder: str | None,
     decoder: str | None,
     evaluation: dict,
-    paths: dict,
 ):
-    """One row per class (the first 10) labelled with its name, or unconditional samples, upscaled
-    with nearest-neighbour so small samples stay legible."""
-    from uvit_pipeline.sampling.grid import labelled_grid
+    """One row per class (the first 10) labelled with its name, per visualisation prompt (written
+    under its row), or unconditional samples; upscaled with nearest-neighbour to stay legible."""
+    from uvit_pipeline.sampling import build_sampler
+    from uvit_pipeline.sampling.conditions import store_prompt_conditions
+    from uvit_pipeline.sampling.grid import sample_grid
 
-    config, _, _ = load_checkpoint_dir(uvit_checkpoint)
-    n_real, _ = _class_setup(config)
-    cols = evaluation["grid_columns"]
-    rows = min(n_real, 10) if n_real else 4
-    labels = np.repeat(np.arange(rows), cols).tolist() if n_real else None
     spec = sampling_spec(
         uvit_checkpoint,
         decoder or autoencoder,
         evaluation,
-        n_samples=rows * cols,
-        batch_size=rows * cols,
+        text_features=text_features,
+        n_samples=1,
+        batch_size=1,
         seed=evaluation["seed"] + 1,
-        labels=labels,
     )
-    folder = staging_dir(paths["staging"], "grid", spec)
-    run_sampling(spec, folder, 1)
-    images, _ = collect(folder, rows * cols, rows * cols)
-    shutil.rmtree(folder)  # only the image is kept
-    names = class_names(image_features, n_real)[:rows] if n_real else [""] * rows
-    return labelled_grid(images, names, columns=cols, scale=evaluation["grid_scale"])
+    setup = build_sampler(spec)
+    n_real = spec["num_real_classes"]
+    rows = min(n_real, 10) if n_real else None
+    return sample_grid(
+        setup,
+        columns=evaluation["grid_columns"],
+        sampler=spec["sampler"],
+        steps=spec["steps"],
+        cfg_scale=spec["cfg_scale"],
+        seed=spec["seed"],
+        labels=list(range(rows)) if rows else None,
+        null_label=spec["null_label"],
+        class_names=class_names(image_features, n_real) if n_real else None,
+        text=store_prompt_conditions(text_features, 10) if setup.is_text else None,
+        scale=evaluation["grid_scale"],
+        clip_x0=spec["clip_x0"],
+    )

@@ -5,7 +5,7 @@ from kedro.pipeline import Node, Pipeline
 from .nodes import render_sample_grid, sample_for_evaluation, score_samples
 from .report import write_run_report
 
-_MODEL = ["uvit_checkpoint", "image_features", "autoencoder", "decoder"]
+_MODEL = ["uvit_checkpoint", "image_features", "text_features", "autoencoder", "decoder"]
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -31,7 +31,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 func=render_sample_grid,
-                inputs=[*_MODEL, "params:evaluation", "params:paths"],
+                inputs=[*_MODEL, "params:evaluation"],
                 outputs="sample_grid",
                 name="render_sample_grid",
             ),

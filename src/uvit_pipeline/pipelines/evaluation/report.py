@@ -88,7 +88,9 @@ def write_run_report(
     overrides = [row for k, v in (run_overrides or {}).items() for row in _flat(k, v)]
     parts += [
         "<h2>Parameters changed on the command line</h2>",
-        _table(overrides, ("parameter", "value")) if overrides else "<p>None: the environment's values.</p>",
+        _table(overrides, ("parameter", "value"))
+        if overrides
+        else "<p>None: the environment's values.</p>",
         "<h2>Where everything is</h2>",
         _table(
             [

@@ -1,22 +1,18 @@
-"""Nodes of the `generate` pipeline: images from any checkpoint for given classes, prompts, or none."""
+"""Nodes of the `generate` pipeline: images from any checkpoint (trained or imported) for given
+prompts, classes, or none (unconditional models)."""
 
 from __future__ import annotations
 
 import logging
 import re
 
+import numpy as np
+import torch
 from PIL import Image
 
 from uvit_pipeline._io import atomic_write
 from uvit_pipeline.pipelines._staging import staging_dir
-from uvit_pipeline.pipelines.evaluation.nodes import (
-    _class_setup,
-    class_names,
-    run_sampling,
-    sampling_spec,
-)
-from uvit_pipeline.sampling import collect
-from uvit_pipeline.training import load_checkpoint_dir
+from uvit_pipeline.pipelines.evaluation.nodes import class_names, sampling_spec
 
 log = logging.getLogger(__name__)
 
@@ -39,50 +35,82 @@ def _class_indices(classes: list, names: list[str], n_real: int) -> list[int]:
     return out
 
 
+def _text_conditions(setup, text_encoder: str | None, prompts: list[str]):
+    """Prompts encoded with the encoder the model was trained with (its identity is checked)."""
+    from uvit_pipeline.encoders.text import load_text_encoder, text_encoder_identity
+    from uvit_pipeline.sampling.conditions import check_text_identity, encode_prompt_conditions
+
+    if text_encoder is None:
+        raise ValueError("a text-to-image checkpoint needs the catalog entry `text_encoder`")
+    encoder = load_text_encoder(text_encoder, device=setup.device)
+    check_text_identity(
+        setup.text_encoder, text_encoder_identity(encoder), f"text_encoder {text_encoder}"
+    )
+    return encode_prompt_conditions(
+        encoder, prompts, max_length=setup.config["model_kwargs"]["num_clip_token"]
+    )
+
+
 def generate_images(
     uvit_checkpoint: str,
     image_features: str | None,
     autoencoder: str | None,
     decoder: str | None,
+    text_encoder: str | None,
+    prompt_file: list[str] | None,
     generate: dict,
     paths: dict,
 ) -> tuple[str, Image.Image]:
-    """`generate.n_per_condition` images per requested class (or for an unconditional model), written
-    as PNGs named by condition and index, plus a labelled grid."""
+    """`generate.n_per_condition` images per prompt (`generate.prompts` or the prompt file), per class
+    (`generate.classes`: indices or names), or of an unconditional model; PNGs named by condition and
+    index, plus a grid with each row's prompt or class written under it."""
+    from uvit_pipeline.sampling import build_sampler
     from uvit_pipeline.sampling.grid import labelled_grid
 
-    config, _, _ = load_checkpoint_dir(uvit_checkpoint)
-    n_real, _ = _class_setup(config)
-    k = generate["n_per_condition"]
-    if n_real:
-        names = class_names(image_features, n_real)
-        wanted = generate["classes"] or list(range(min(n_real, 10)))
-        indices = _class_indices(list(wanted), names, n_real)
-        labels = [i for i in indices for _ in range(k)]
-        row_names = [names[i] for i in indices]
-    else:
-        if generate["classes"]:
-            raise ValueError("generate.classes given, but the checkpoint is an unconditional model")
-        labels, row_names = None, [""]
-    n = len(labels) if labels is not None else k
     spec = sampling_spec(
-        uvit_checkpoint,
-        decoder or autoencoder,
-        generate,
-        n_samples=n,
-        batch_size=min(n, generate["batch_size"]),
+        uvit_checkpoint, decoder or autoencoder, generate, n_samples=1, batch_size=1, seed=0,
+        text_features="<prompts>",
+    )  # fmt: skip
+    setup = build_sampler(spec)
+    k, kw = generate["n_per_condition"], {}
+    if setup.is_text:
+        prompts = list(prompt_file or []) + list(generate["prompts"])
+        if not prompts:
+            raise ValueError(
+                "a text-to-image checkpoint needs prompts: set generate.prompts or --params "
+                "prompt_file=<a text file, one prompt per line>"
+            )
+        cond = _text_conditions(setup, text_encoder, prompts)
+        kw = {"contexts": np.repeat(cond.contexts, k, axis=0), "null_context": cond.null_context}
+        rows = prompts
+    elif spec["num_real_classes"]:
+        n_real = spec["num_real_classes"]
+        names = class_names(image_features, n_real)
+        wanted = list(generate["classes"]) or list(range(min(n_real, 10)))
+        indices = _class_indices(wanted, names, n_real)
+        kw = {
+            "labels": torch.tensor(indices).repeat_interleave(k),
+            "null_label": spec["null_label"],
+        }
+        rows = [names[i] for i in indices]
+    else:
+        if generate["classes"] or generate["prompts"]:
+            raise ValueError("generate.classes/prompts given, but the checkpoint is unconditional")
+        rows = ["unconditional"]
+    images = setup.generate(
+        n=len(rows) * k,
+        batch_size=min(len(rows) * k, generate["batch_size"]),
+        sampler=generate["sampler"],
+        steps=generate["steps"],
+        cfg_scale=generate["cfg_scale"],
+        clip_x0=generate["clip_x0"],
         seed=generate["seed"],
-        labels=labels,
+        **kw,
     )
-    folder = staging_dir(paths["staging"], "generate", spec)
-    run_sampling(spec, folder, 1)
-    images, _ = collect(folder, n, spec["batch_size"])
-    out = folder / "images"
+    out = staging_dir(paths["staging"], "generate", {**spec, "rows": rows, **generate}) / "images"
     out.mkdir(exist_ok=True)
     for i, img in enumerate(images):
-        stem = _slug(row_names[i // k]) if n_real else "unconditional"
-        path = out / f"{stem}-{i % k:03d}.png"
+        path = out / f"{i // k:03d}-{_slug(rows[i // k])}-{i % k:02d}.png"
         atomic_write(path, lambda f, a=img: Image.fromarray(a.transpose(1, 2, 0)).save(f, "PNG"))
-    log.info("Wrote %d images to %s", n, out)
-    grid = labelled_grid(images, row_names, columns=k, scale=generate["grid_scale"])
-    return str(out), grid
+    log.info("Wrote %d images to %s", len(images), out)
+    return str(out), labelled_grid(images, len(rows), rows, scale=generate["grid_scale"])

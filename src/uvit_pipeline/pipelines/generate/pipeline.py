@@ -15,6 +15,8 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "image_features",
                     "autoencoder",
                     "decoder",
+                    "text_encoder",
+                    "prompt_file",
                     "params:generate",
                     "params:paths",
                 ],

@@ -51,7 +51,9 @@ def import_pretrained(
         raise ValueError("official_fid_stats: not a statistics file")
     network = record_inception(inception_weights, paths)
     kwargs = {**OFFICIAL_CONFIGS[name], "use_checkpoint": False}
-    out = staging_dir(paths["staging"], "import", {"file": str(Path(pretrained_checkpoint).resolve())})
+    out = staging_dir(
+        paths["staging"], "import", {"file": str(Path(pretrained_checkpoint).resolve())}
+    )
     # Released files hold the EMA weights only (§3.3): there is no raw `nnet.safetensors`.
     save_file({k: v.contiguous() for k, v in state.items()}, out / "nnet_ema.safetensors")
     config = {

@@ -20,7 +20,11 @@ _NOT_IDENTITY = ("resume", "log_interval", "save_interval", "keep_last", "run_di
 
 def expected_store_meta(features: dict) -> dict:
     """What the feature store must have been built with for this experiment (checked before training)."""
-    meta = {"kind": features["kind"], "resolution": features["resolution"], "crop": features["crop"]}
+    meta = {
+        "kind": features["kind"],
+        "resolution": features["resolution"],
+        "crop": features["crop"],
+    }
     if features["kind"] == "latent_moments":  # another scale factor is another latent space
         meta["scale_factor"] = features["scale_factor"]
     return meta
@@ -36,7 +40,13 @@ def store_identity(store_path: str) -> str:
 
 
 def make_train_config(
-    model: dict, training: dict, launcher: dict, features: dict, store_path: str, run_root: str
+    model: dict,
+    training: dict,
+    launcher: dict,
+    features: dict,
+    store_path: str,
+    run_root: str,
+    text_path: str | None = None,
 ) -> TrainConfig:
     """Parameters -> validated TrainConfig. The run directory is keyed by everything that changes what
     is trained, the feature store's content included: re-running the same experiment on the same data
@@ -51,10 +61,15 @@ def make_train_config(
         "kind": features["kind"],
         "scale_factor": features["scale_factor"],
         "expected_meta": expected_store_meta(features),
+        "text_path": text_path or "",
     }
     cfg["cpu"] = bool(launcher.get("cpu", False))
     identity = {k: v for k, v in cfg.items() if k not in _NOT_IDENTITY}
-    identity["data"] = {**cfg["data"], "path": store_identity(store_path)}
+    identity["data"] = {
+        **cfg["data"],
+        "path": store_identity(store_path),
+        "text_path": store_identity(text_path) if text_path else None,
+    }
     cfg["run_dir"] = str(Path(run_root) / identity_key(identity)[:12])
     config = TrainConfig.from_dict(cfg)
     config.validate(num_processes=int(launcher.get("num_processes", 1)))
@@ -87,7 +102,8 @@ def loss_curve(run_dir: Path) -> Image.Image:
 
 
 def train_uvit(
-    image_features: str,
+    image_features: str | None,
+    text_features: str | None,
     model: dict,
     training: dict,
     launcher: dict,
@@ -95,9 +111,17 @@ def train_uvit(
     paths: dict,
 ) -> tuple[str, dict, Image.Image]:
     """Train in a child `accelerate launch` process; returns the final checkpoint directory, a
-    summary and the loss curve."""
+    summary and the loss curve. Text-to-image models also read the caption features."""
+    if image_features is None:
+        raise ValueError("image_features does not exist yet: run the features pipeline first")
     config = make_train_config(
-        model, training, launcher, features, image_features, run_root=paths["train_state"]
+        model,
+        training,
+        launcher,
+        features,
+        image_features,
+        run_root=paths["train_state"],
+        text_path=text_features,
     )
     spec = LaunchSpec.from_params({k: v for k, v in launcher.items() if k != "cpu"}, cpu=config.cpu)
     final = launch_training(config, spec)

@@ -12,6 +12,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 func=train_uvit,
                 inputs=[
                     "image_features",
+                    "text_features",
                     "params:model",
                     "params:training",
                     "params:launcher",
