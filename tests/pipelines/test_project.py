@@ -1,4 +1,5 @@
-"""Project-level tests: pipeline registry, parameter validation, and the whole demo DAG in `conf/test`."""
+"""Project-level behaviour through `KedroSession`, as `kedro run` uses it: each environment's default
+DAG, validation before any node, the whole demo DAG with its MLflow run, reruns."""
 
 from __future__ import annotations
 
@@ -9,134 +10,140 @@ import pytest
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 
-from uvit_pipeline.pipelines.params import validate_sections
+from .conftest import ROOT, TINY
 
-ROOT = Path(__file__).resolve().parents[2]
-STAGES = ["demo_data", "ingestion", "features", "fid_reference", "training", "evaluation"]
+DEMO_DAG = [
+    "generate_demo_data", "ingest_images", "build_image_features", "prepare_feature_network",
+    "compute_reference_stats", "train_uvit", "sample_for_evaluation", "score_samples",
+    "render_sample_grid", "write_run_report",
+]  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def project_copy(tmp_path_factory) -> Path:
-    """A copy of the project (code is imported from the install; conf and data are the copy's)."""
-    dst = tmp_path_factory.mktemp("project")
+def copy_project(dst: Path) -> Path:
+    """A copy of the project (code comes from the install; conf and data are the copy's)."""
     for name in ("conf", "pyproject.toml", ".telemetry"):
         src = ROOT / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, dst / name)
     shutil.copytree(
         ROOT / "src", dst / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
     )
-    for layer in (
-        "01_raw",
-        "02_intermediate",
-        "04_feature",
-        "05_model_input",
-        "06_models",
-        "07_model_output",
-        "08_reporting",
-    ):
-        (dst / "data" / layer).mkdir(parents=True)
+    (dst / "data").mkdir()
     return dst
 
 
-def test_registry_has_every_stage_and_default_is_the_demo_dag():
-    bootstrap_project(ROOT)
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    return copy_project(tmp_path_factory.mktemp("project"))
+
+
+def session(project: Path, env: str | None = None, **runtime) -> KedroSession:
+    bootstrap_project(project)
+    return KedroSession.create(project_path=project, env=env, runtime_params=runtime or None)
+
+
+def default_nodes(project: Path, env: str | None) -> list[str]:
     from kedro.framework.project import pipelines
 
-    for name in STAGES:
-        assert name in pipelines, name
-    default_nodes = {n.name for n in pipelines["__default__"].nodes}
-    assert {
-        "generate_demo_data",
-        "ingest_images",
-        "build_image_features",
-        "prepare_feature_network",
-        "compute_reference_stats",
-        "train_uvit",
-        "evaluate",
-    } <= default_nodes
-    # The DAG is connected from raw data to the metric.
-    order = [n.name for n in pipelines["__default__"].nodes]
-    assert order.index("generate_demo_data") < order.index("train_uvit") < order.index("evaluate")
+    with session(project, env) as s:
+        s.load_context()
+        return [n.name for n in pipelines["__default__"].nodes]
 
 
-def _base_params() -> dict:
-    import yaml
-
-    return yaml.safe_load((ROOT / "conf/base/parameters.yml").read_text())
-
-
-@pytest.mark.parametrize(
-    ("section", "key", "value", "message"),
-    [
-        ("training", "batch_size", 0, "training.batch_size"),
-        ("training", "lr", -1.0, "training.lr"),
-        ("model", "patch_size", 5, "model.patch_size"),
-        ("model", "preset", "U-ViT-XXL/2", "model.preset"),
-        ("evaluation", "sampler", "ddim", "evaluation.sampler"),
-        ("features", "batch_size", -3, "features.batch_size"),
-        ("fid", "network", "clip", "fid.network"),
-    ],
-)
-def test_invalid_parameters_are_rejected_with_their_dotted_name(section, key, value, message):
-    params = _base_params()
-    params[section][key] = value
-    with pytest.raises(ValueError, match=message.replace(".", r"\.")):
-        validate_sections(
-            params, {"data", "features", "model", "training", "launcher", "fid", "evaluation"}
-        )
+def test_each_environment_runs_its_own_experiment(project, monkeypatch):
+    monkeypatch.chdir(project)
+    demo = default_nodes(project, None)  # a plain `kedro run` is the demo
+    assert set(demo) == set(DEMO_DAG) and demo.index("generate_demo_data") == 0
+    cifar = default_nodes(project, "cifar10_uvit_small")
+    assert "generate_demo_data" not in cifar  # a paper experiment never runs the demo generator
+    assert cifar[0] == "ingest_images" and "write_run_report" in cifar
+    coco = default_nodes(project, "mscoco_uvit_small")
+    assert "build_text_features" in coco and "generate_demo_data" not in coco
 
 
-def test_base_parameters_are_valid():
-    validate_sections(
-        _base_params(), {"data", "features", "model", "training", "launcher", "fid", "evaluation"}
-    )
-
-
-def test_invalid_parameter_fails_the_run_before_any_node(project_copy, monkeypatch):
-    monkeypatch.chdir(project_copy)
-    bootstrap_project(project_copy)
-    with KedroSession.create(
-        project_path=project_copy, env="test", runtime_params={"training": {"batch_size": 0}}
-    ) as session:
+def test_invalid_parameter_fails_before_any_node(project, monkeypatch):
+    monkeypatch.chdir(project)
+    with session(project, training={"batch_size": 0}) as s:
         with pytest.raises(ValueError, match=r"training\.batch_size"):
-            session.run(pipeline_names=["__default__"])
-    assert not (project_copy / "data/01_raw/demo/imagenet").exists()  # nothing ran
+            s.run()
+    assert not (project / "data/01_raw").exists()  # nothing ran
+
+
+def test_typos_are_refused_with_a_suggestion(project, monkeypatch):
+    monkeypatch.chdir(project)
+    with session(project, evaluation={"n_sample": 10}) as s:
+        with pytest.raises(
+            ValueError,
+            match=r"evaluation\.n_sample is not a known parameter; did you mean 'n_samples'",
+        ):
+            s.run()
+    with pytest.raises(
+        ValueError, match="data_rot: not a known parameter; did you mean 'data_root'"
+    ):
+        with session(project, "cifar10_uvit_small", data_rot="/x") as s:
+            s.load_context()
+
+
+def test_unknown_environment_lists_the_known_ones(project, monkeypatch):
+    monkeypatch.chdir(project)
+    with pytest.raises(
+        ValueError, match=r"Environment 'nosuchenv' does not exist.*cifar10_uvit_small"
+    ):
+        with session(project, "nosuchenv") as s:
+            s.load_context()
 
 
 @pytest.mark.slow
-def test_demo_dag_end_to_end(project_copy, monkeypatch):
-    """The whole default DAG on the test-sized demo: every stage's versioned output, MLflow run content."""
+def test_demo_dag_end_to_end(tmp_path, monkeypatch):
+    """The whole default DAG on the demo shrunk to seconds: every stage's versioned output and the
+    MLflow run (name, curves, metrics, artifacts, tags); a rerun with nothing to do leaves no run."""
     import mlflow
 
-    monkeypatch.chdir(project_copy)
-    bootstrap_project(project_copy)
-    with KedroSession.create(project_path=project_copy, env="test") as session:
-        session.run(pipeline_names=["__default__"])
+    project = copy_project(tmp_path)
+    monkeypatch.chdir(project)
+    with session(project, **TINY) as s:
+        s.run()
 
-    data = project_copy / "data"
+    data = project / "data"
     assert (data / "01_raw/demo/imagenet/train").is_dir()
-    assert (data / "01_raw/demo/coco/annotations/captions_train2014.json").is_file()
     for entry in (
-        "02_intermediate/test/image_manifest.parquet",
-        "04_feature/test/image_features",
-        "05_model_input/test/reference_stats.npz",
-        "06_models/test/uvit_checkpoint",
-        "08_reporting/test/sample_grid.png",
+        "02_intermediate/demo/image_manifest.parquet",
+        "04_feature/demo/image_features",
+        "05_model_input/demo/reference_stats.npz",
+        "06_models/demo/uvit_checkpoint",
+        "07_model_output/demo/generated_samples",
+        "08_reporting/demo/sample_grid.png",
+        "08_reporting/demo/run_report.html",
+        "08_reporting/demo/evaluation_metrics.json",
     ):
-        versions = list((data / entry).iterdir())
-        assert len(versions) == 1, entry  # one versioned copy per run
+        assert len(list((data / entry).iterdir())) == 1, entry  # one versioned copy per run
 
-    mlflow.set_tracking_uri(f"sqlite:///{project_copy / 'mlflow.db'}")
-    runs = mlflow.search_runs(experiment_names=["uvit_test"], output_format="list")
-    assert len(runs) == 1
-    run = runs[0]
-    assert run.info.status == "FINISHED"
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    experiments = {e.name for e in mlflow.search_experiments()}
+    assert "uvit_demo" in experiments and "uvit_pipeline" not in experiments  # no stray experiment
+    (run,) = mlflow.search_runs(experiment_names=["uvit_demo"], output_format="list")
+    assert run.info.status == "FINISHED" and run.info.run_name == "demo · default"
     assert "demo_fd" in run.data.metrics and "fid" not in run.data.metrics
     assert 0.0 <= run.data.metrics["demo_class_accuracy"] <= 1.0
-    assert run.data.params["training.n_steps"] == "20"
-    loss = mlflow.MlflowClient().get_metric_history(run.info.run_id, "loss")
-    assert len(loss) >= 2  # the loss curve, logged by rank 0 of the training child
+    assert run.data.params["training.n_steps"] == "6"
+    assert run.data.tags["uvit_checkpoint.path"].startswith(
+        str(data / "06_models/demo/uvit_checkpoint")
+    )
+    assert run.data.tags["raw_images.path"].endswith("data/01_raw/demo/imagenet")
+    client = mlflow.MlflowClient()
+    assert len(client.get_metric_history(run.info.run_id, "loss")) >= 2  # from the training child
     artifacts = {
-        a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "evaluation")
+        a.path
+        for folder in ("evaluation", "training")
+        for a in client.list_artifacts(run.info.run_id, folder)
     }
-    assert "evaluation/sample_grid.png" in artifacts
+    assert {
+        "evaluation/sample_grid.png",
+        "evaluation/run_report.html",
+        "training/loss_curve.png",
+    } <= artifacts
+    experiment = mlflow.get_experiment_by_name("uvit_demo")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+
+    with session(project, **TINY) as s:  # everything exists: nothing runs, no empty run is left
+        s.run(only_missing_outputs=True)
+    assert len(mlflow.search_runs(experiment_names=["uvit_demo"], output_format="list")) == 1
