@@ -1,6 +1,7 @@
 """Data: image decode/validate/crop, raw-set ingestion, demo data, feature store, torch Datasets."""
 
 from .cifar import read_cifar10, read_cifar10_batches
+from .coco import COCO_SCALE_FACTOR, CocoAnnotationError, scan_coco
 from .demo import generate_demo_data
 from .feature_store import (
     FeatureStore,
@@ -21,10 +22,12 @@ from .images import (
     load_rgb,
     to_uint8_chw,
 )
-from .ingest import scan_celeba, scan_coco, scan_imagenet_folder
+from .ingest import scan_celeba, scan_imagenet_folder
 from .torch_datasets import FeatureDataset
 
 __all__ = [
+    "COCO_SCALE_FACTOR",
+    "CocoAnnotationError",
     "CROP_RULES",
     "FeatureDataset",
     "FeatureStore",
