@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -79,6 +80,18 @@ def test_layout_meta_and_contents(store, manifest, encoder):
     assert tf.split("train2014")[0] is tf.split("train")[0]
     with pytest.raises(KeyError, match="no split 'test'"):
         tf.split("test")
+
+
+def test_reader_refuses_incomplete_or_foreign_stores(store, tmp_path):
+    meta = json.loads((store / "meta.json").read_text())
+    (tmp_path / "meta.json").write_text(json.dumps({**meta, "complete": False}))
+    with pytest.raises(FeatureStoreIncomplete, match="re-run the extraction"):
+        TextFeatures(tmp_path)
+    (tmp_path / "meta.json").write_text(json.dumps({**meta, "kind": "latent_moments"}))
+    with pytest.raises(ValueError, match="not 'text_context'"):
+        TextFeatures(tmp_path)
+    with pytest.raises(FileNotFoundError, match="missing meta.json"):
+        TextFeatures(tmp_path / "nothing")
 
 
 def test_read_rows_and_random_captions(store):
@@ -163,12 +176,15 @@ def test_interrupted_extraction_resumes_to_the_same_store(manifest, encoder, sto
     changed.at[0, "captions"] = ["a different caption", *changed.at[0, "captions"][1:]]
     with pytest.raises(FeatureStoreMismatch, match="captions_sha1"):
         extract_text_features(changed, out, encoder, prompts=PROMPTS, shard_size=16, progress=False)
-    with pytest.raises(FeatureStoreIncomplete):  # marked incomplete while it was being rewritten
-        TextFeatures(out)
+    assert TextFeatures(out).meta["complete"]  # a refused run leaves the store as it was
+    with pytest.raises(ValueError, match=r"holds splits \['train', 'val'\]; this manifest has"):
+        extract_text_features(manifest[manifest["split"] == "val2014"], out, encoder)
 
 
 def test_image_rows_follow_the_image_store(manifest, encoder, tmp_path):
-    val = manifest[manifest["split"] == "val2014"].reset_index(drop=True)
+    manifest.to_parquet(tmp_path / "m.parquet")  # as the pipeline stores it: lists -> arrays
+    back = pd.read_parquet(tmp_path / "m.parquet")
+    val = back[back["split"] == "val2014"].reset_index(drop=True)
     order = val["image_id"].tolist()[::-1]
     out = extract_text_features(val, tmp_path / "t", encoder, prompts=PROMPTS,
                                 image_rows={"val2014": order}, progress=False)  # fmt: skip

@@ -142,11 +142,42 @@ def _encode(encoder: TextEncoder, texts: list[str], max_length: int, batch_size:
         encode_prompts(encoder, texts[i : i + batch_size], max_length).cpu().numpy()
         for i in range(0, len(texts), batch_size)
     ]
-    return np.concatenate(out)
+    return out[0] if len(out) == 1 else np.concatenate(out)
 
 
 def _save_npy(path: Path, arr: np.ndarray) -> None:
     atomic_write(path, lambda f: np.save(f, arr))
+
+
+def _open_split(
+    out: Path, split: str, sub: pd.DataFrame, meta: dict, fields: dict, shard_size: int
+):
+    """(writer, offsets, split info) of one split's caption store; the writer checks its meta."""
+    counts = sub["captions"].map(len).to_numpy(dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    info = {"source": split, "num_images": len(sub), "num_captions": int(offsets[-1]),
+            "captions_sha1": _digest(sub)}  # fmt: skip
+    writer = FeatureStoreWriter(out / store_split(split), {**meta, **info}, fields, shard_size)
+    return writer, offsets, info
+
+
+def _fill_split(w, sub, offsets, encoder, max_length: int, batch_size: int, bar) -> None:
+    """Encode the captions from the writer's resume row on; commit shards as they fill."""
+    rows = _caption_rows(sub, offsets, w.resume_row)
+    while batch := list(islice(rows, batch_size)):
+        ctx = _encode(encoder, [b[3] for b in batch], max_length, batch_size).astype(np.float16)
+        if not np.isfinite(ctx).all():  # fp16 overflow or a broken encoder
+            raise ValueError(
+                f"{w.root}: non-finite text features for caption ids {[b[1] for b in batch][:5]}"
+            )
+        labels = np.array([b[0] for b in batch], dtype=np.int64)
+        w.add(
+            {"context": ctx, "label": labels},
+            [{"caption_id": b[1], "image_id": b[2], "caption": b[3]} for b in batch],
+        )
+        bar.update(len(batch))
+    w.close()
+    _save_npy(w.root / "offsets.npy", offsets)
 
 
 def extract_text_features(
@@ -179,61 +210,33 @@ def extract_text_features(
     plan = _plan(manifest, image_rows)
     identity = text_encoder_identity(encoder, max_length)
     out = Path(out_dir)
-    for meta_file in [out / "meta.json", *(out / store_split(s) / "meta.json" for s, _ in plan)]:
-        if meta_file.is_file():  # refuse before anything is written
-            _check_identity(
-                meta_file.parent, json.loads(meta_file.read_text())["encoder"], identity
-            )
+    metas = {p: json.loads(p.read_text()) for p in
+             [out / "meta.json", *(out / store_split(s) / "meta.json" for s, _ in plan)]
+             if p.is_file()}  # fmt: skip
+    for path, meta in metas.items():  # refuse before anything is written
+        _check_identity(path.parent, meta["encoder"], identity)
+    old_meta = metas.get(out / "meta.json")
+    if old_meta is not None and set(old_meta["splits"]) != {store_split(s) for s, _ in plan}:
+        raise ValueError(
+            f"text store {out} holds splits {sorted(old_meta['splits'])}; this manifest has "
+            f"{[s for s, _ in plan]}: extract into another directory"
+        )
     hidden = identity["hidden_size"]
     fields = {"context": ((max_length, hidden), "float16"), "label": ((), "int64")}
+    split_meta = {"kind": f"{KIND}_split", "encoder": identity, "max_length": max_length,
+                  "dtype": "float16"}  # fmt: skip
     with StagingLock(out, "text feature store"):
-        if (out / "meta.json").is_file():  # being rewritten: readers must not trust it meanwhile
-            old = json.loads((out / "meta.json").read_text())
-            atomic_write_json(out / "meta.json", {**old, "complete": False})
-        writers, splits_meta, done, total = [], {}, 0, 0
-        for split, sub in plan:
-            counts = sub["captions"].map(len).to_numpy(dtype=np.int64)
-            offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-            info = {
-                "source": split,
-                "num_images": len(sub),
-                "num_captions": int(offsets[-1]),
-                "captions_sha1": _digest(sub),
-            }
-            meta = {
-                "kind": f"{KIND}_split",
-                "encoder": identity,
-                "max_length": max_length,
-                "dtype": "float16",
-                **info,
-            }
-            w = FeatureStoreWriter(out / store_split(split), meta, fields, shard_size)
-            writers.append((w, sub, offsets))
-            splits_meta[store_split(split)] = info
-            done, total = done + w.resume_row, total + int(offsets[-1])
-        bar = tqdm(
-            total=total, initial=done, unit="cap", desc="text features", disable=not progress
-        )
-        for (w, sub, offsets), (split, _) in zip(writers, plan, strict=True):
-            rows = _caption_rows(sub, offsets, w.resume_row)
-            while batch := list(islice(rows, batch_size)):
-                ctx = _encode(encoder, [b[3] for b in batch], max_length, batch_size)
-                ctx = ctx.astype(np.float16)
-                if not np.isfinite(ctx).all():  # fp16 overflow or a broken encoder
-                    raise ValueError(
-                        f"{split}: non-finite text features for caption ids "
-                        f"{[b[1] for b in batch][:5]}..."
-                    )
-                labels = np.array([b[0] for b in batch], dtype=np.int64)
-                w.add(
-                    {"context": ctx, "label": labels},
-                    [{"caption_id": b[1], "image_id": b[2], "caption": b[3]} for b in batch],
-                )
-                bar.update(len(batch))
-            w.close()
-            _save_npy(w.root / "offsets.npy", offsets)
+        opened = [_open_split(out, s, sub, split_meta, fields, shard_size) for s, sub in plan]
+        if old_meta is not None:  # every check passed; readers must not trust it while rewritten
+            atomic_write_json(out / "meta.json", {**old_meta, "complete": False})
+        bar = tqdm(total=sum(int(o[-1]) for _, o, _ in opened),
+                   initial=sum(w.resume_row for w, _, _ in opened),
+                   unit="cap", desc="text features", disable=not progress)  # fmt: skip
+        splits_meta = {}
+        for (w, offsets, info), (_, sub) in zip(opened, plan, strict=True):
+            _fill_split(w, sub, offsets, encoder, max_length, batch_size, bar)
             size = sum(f.stat().st_size for f in w.root.iterdir() if f.is_file())
-            splits_meta[store_split(split)]["bytes_per_caption"] = size / max(1, int(offsets[-1]))
+            splits_meta[w.root.name] = {**info, "bytes_per_caption": size / int(offsets[-1])}
         bar.close()
         _save_npy(out / "empty_context.npy", _encode(encoder, [""], max_length, 1)[0])
         atomic_write_json(out / "prompts.json", prompts)
@@ -243,9 +246,7 @@ def extract_text_features(
             "max_length": max_length, "hidden_size": hidden, "dtype": "float16",
             "splits": splits_meta, "num_prompts": len(prompts), "complete": True,
         })  # fmt: skip
-    log.info(
-        "text store %s complete: %s", out, {k: v["num_captions"] for k, v in splits_meta.items()}
-    )
+    log.info("text store %s: %s", out, {k: v["num_captions"] for k, v in splits_meta.items()})
     return out
 
 
