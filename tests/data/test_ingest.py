@@ -1,7 +1,6 @@
-"""ImageNet-folder, CIFAR-10, CelebA and COCO ingestion: manifests and rejection reports."""
+"""ImageNet-folder, CIFAR-10 and CelebA ingestion: manifests and rejection reports (COCO: test_coco.py)."""
 
 import hashlib
-import json
 import os
 import pickle
 
@@ -9,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from uvit_pipeline.data import read_cifar10, scan_celeba, scan_coco, scan_imagenet_folder
+from uvit_pipeline.data import read_cifar10, scan_celeba, scan_imagenet_folder
 from uvit_pipeline.data.demo import CLASS_NAMES
 
 from .conftest import image_bytes
@@ -215,52 +214,3 @@ def test_scan_celeba_partitions(tmp_path):
     assert valid["path"].tolist() == ["img_align_celeba/000003.jpg"]
     with pytest.raises(ValueError, match="split"):
         scan_celeba(tmp_path, "training")
-
-
-def test_scan_coco_on_demo_data(demo_root):
-    coco = demo_root / "coco"
-    manifest, report, captions = scan_coco(coco, "train2014", progress=False)
-    assert report.empty and len(manifest) == 40
-    ids = manifest["image_id"].tolist()
-    assert ids == sorted(ids)
-    assert manifest["path"][0] == f"train2014/COCO_train2014_{ids[0]:012d}.jpg"
-    ann = json.loads((coco / "annotations/captions_train2014.json").read_text())
-    by_image = {}
-    for a in ann["annotations"]:
-        by_image.setdefault(a["image_id"], []).append(a["id"])
-    assert [list(c) for c in manifest["caption_ids"]] == [by_image[i] for i in ids]
-    assert len(captions) == len(ann["annotations"])
-    assert set(captions["caption_id"]) == {a["id"] for a in ann["annotations"]}
-    val, _, _ = scan_coco(coco, "val2014", progress=False)
-    assert len(val) == 20 and not set(val["image_id"]) & set(ids)
-
-
-def test_scan_coco_reports_missing_and_uncaptioned(demo_root, tmp_path):
-    coco = tmp_path / "coco"
-    (coco / "annotations").mkdir(parents=True)
-    (coco / "train2014").mkdir()
-    (coco / "train2014" / "a.jpg").write_bytes(image_bytes(8, 6))
-    ann = {
-        "images": [
-            {"id": 3, "file_name": "a.jpg", "width": 8, "height": 6},
-            {"id": 1, "file_name": "missing.jpg", "width": 8, "height": 6},
-            {"id": 2, "file_name": "a.jpg", "width": 8, "height": 6},
-        ],
-        "annotations": [
-            {"image_id": 3, "id": 11, "caption": "x"},
-            {"image_id": 1, "id": 12, "caption": "y"},
-            {"image_id": 3, "id": 10, "caption": "z"},
-        ],
-    }
-    (coco / "annotations" / "captions_train2014.json").write_text(json.dumps(ann))
-    manifest, report, captions = scan_coco(coco, progress=False)
-    assert manifest["image_id"].tolist() == [3]
-    assert list(manifest["caption_ids"][0]) == [11, 10]
-    assert captions["caption"].tolist() == ["x", "z"]
-    assert report.values.tolist() == [
-        ["train2014/missing.jpg", "missing file"],
-        ["train2014/a.jpg", "no captions"],
-    ]
-    with pytest.raises(FileNotFoundError, match="captions_val2014.json"):
-        (coco / "val2014").mkdir()
-        scan_coco(coco, "val2014")

@@ -1,6 +1,7 @@
 """Data: image decode/validate/crop, raw-set ingestion, demo data, feature stores, torch Datasets."""
 
 from .cifar import read_cifar10, read_cifar10_batches
+from .coco import COCO_SCALE_FACTOR, CocoAnnotationError, scan_coco
 from .demo import generate_demo_data
 from .feature_store import (
     FeatureStore,
@@ -21,15 +22,17 @@ from .images import (
     load_rgb,
     to_uint8_chw,
 )
-from .ingest import scan_celeba, scan_coco, scan_imagenet_folder
+from .ingest import scan_celeba, scan_imagenet_folder
 from .text_contexts import TEXT_KIND, CaptionSplit, TextContexts
 from .torch_datasets import CaptionedFeatureDataset, FeatureDataset
 
 __all__ = [
+    "COCO_SCALE_FACTOR",
     "CROPS",
     "TEXT_KIND",
     "CaptionSplit",
     "CaptionedFeatureDataset",
+    "CocoAnnotationError",
     "FeatureDataset",
     "FeatureStore",
     "FeatureStoreIncomplete",

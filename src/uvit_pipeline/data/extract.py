@@ -87,21 +87,28 @@ def extract_features(
     workers: int = 2,
     array_source: np.ndarray | None = None,
     encoder: Callable[[np.ndarray], np.ndarray] | None = None,
+    flip: bool = True,
     progress: bool = True,
 ) -> Path:
     """Write the feature store for ``manifest`` into ``out_dir`` and return it.
 
     Pixel stores (``encoder`` None) hold field ``x`` uint8 (3, R, R); latent stores hold ``moments``
     float16 (2, 8, R/8, R/8) = encoder(original), encoder(h-flipped), where ``encoder`` maps a uint8 batch
-    (B, 3, R, R) to float moments (B, 8, R/8, R/8). ``array_source`` serves images already in memory
-    (CIFAR-10's python batches; manifest column ``index``) instead of files under ``raw_root``.
+    (B, 3, R, R) to float moments (B, 8, R/8, R/8). ``flip=False`` stores the originals only, (1, 8, ...)
+    (MS-COCO has no flip augmentation, §7.3); meta ``flip`` is then "none", else "stored".
+    ``array_source`` serves images already in memory (CIFAR-10's python batches; manifest column
+    ``index``) instead of files under ``raw_root``.
     """
     raw_root = Path(raw_root)
     if encoder is None:
         fields = {"x": ((3, resolution, resolution), "uint8"), "label": ((), "int64")}
     else:
         r = resolution // 8
-        fields = {"moments": ((2, 8, r, r), "float16"), "label": ((), "int64")}
+        fields = {"moments": ((2 if flip else 1, 8, r, r), "float16"), "label": ((), "int64")}
+        flip_meta = "stored" if flip else "none"
+        if meta.get("flip", flip_meta) != flip_meta:
+            raise ValueError(f"meta flip={meta['flip']!r} contradicts flip={flip} ({flip_meta!r})")
+        meta = {**meta, "flip": flip_meta}
     writer = FeatureStoreWriter(out_dir, meta=meta, fields=fields, shard_size=shard_size)
     start = writer.resume_row
     if start:
@@ -128,12 +135,10 @@ def extract_features(
             if encoder is None:
                 batch = {"x": images, "label": labels}
             else:
-                both = encoder(
-                    np.concatenate([images, images[..., ::-1]])
-                )  # [originals; flips], §7.1
-                n = hi - lo
+                views = [images, images[..., ::-1]] if flip else [images]
+                both = encoder(np.concatenate(views))  # [originals; flips], §7.1
                 batch = {
-                    "moments": np.stack([both[:n], both[n:]], axis=1).astype(np.float16),
+                    "moments": np.stack(np.split(both, len(views)), axis=1).astype(np.float16),
                     "label": labels,
                 }
             writer.add(batch, manifest.iloc[lo:hi].reset_index(drop=True))

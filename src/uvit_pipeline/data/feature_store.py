@@ -326,6 +326,33 @@ class FeatureStore:
         shard, off = self._locate(idx)
         return np.array(self._map(shard, field)[off])
 
+    def take(self, field: str, rows) -> np.ndarray:
+        """Rows `rows` of `field` (len(rows), *shape), in the given order, read shard by shard.
+
+        Rows are sorted, grouped by shard and read with one fancy index per shard memmap, so a batch
+        touches each shard once and its pages in file order.
+        """
+        if field not in self._meta["fields"]:
+            raise KeyError(f"unknown field {field!r}; store has {sorted(self._meta['fields'])}")
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        bad = (rows < 0) | (rows >= self._len)
+        if bad.any():
+            raise IndexError(
+                f"rows {rows[bad][:5].tolist()} out of range for feature store of {self._len} rows"
+            )
+        shape, dtype = self.fields[field]
+        out = np.empty((len(rows), *shape), dtype=dtype)
+        order = np.argsort(rows, kind="stable")
+        srt = rows[order]
+        shards = srt // self._shard_size
+        bounds = [0, *(np.flatnonzero(np.diff(shards)) + 1).tolist(), len(srt)]
+        for lo, hi in zip(bounds[:-1], bounds[1:], strict=False):
+            if lo == hi:
+                continue
+            shard = int(shards[lo])
+            out[order[lo:hi]] = self._map(shard, field)[srt[lo:hi] - shard * self._shard_size]
+        return out
+
     def __getitem__(self, idx: int) -> dict[str, np.ndarray]:
         return {k: self.get(k, idx) for k in self._meta["fields"]}
 

@@ -1,12 +1,11 @@
 """Raw data set ingestion: list, validate by decoding, and tabulate (manifest + report).
 
-Layouts and rules: docs/data.md, uvit-reference §7.
+Layouts and rules: docs/data.md, docs/reference.md §7 (COCO: data/coco.py).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 from collections import deque
@@ -29,7 +28,6 @@ __all__ = [
     "read_cifar10",
     "read_cifar10_batches",
     "scan_celeba",
-    "scan_coco",
     "scan_imagenet_folder",
 ]
 
@@ -219,59 +217,3 @@ def scan_celeba(
     if manifest.empty:
         raise ValueError(f"no valid CelebA images for split {split!r} under {base}")
     return manifest, _report_frame(report + bad)
-
-
-def scan_coco(
-    root: str | os.PathLike,
-    split: str = "train2014",
-    workers: int | None = None,
-    progress: bool = True,
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Scan COCO 2014 (`<split>/*.jpg` + `annotations/captions_<split>.json`).
-
-    Returns (manifest, report, captions). Manifest rows follow sorted image id (§7.3) and add
-    `image_id` and `caption_ids` (annotation-file order); captions = (caption_id, image_id, caption).
-    Label is 0 (text-conditioned data has no class).
-    """
-    root = Path(root)
-    _require_dir(root, "COCO root")
-    img_dir = root / split
-    _require_dir(img_dir, f"COCO image folder for split {split!r}")
-    ann_file = root / "annotations" / f"captions_{split}.json"
-    if not ann_file.is_file():
-        raise FileNotFoundError(f"COCO caption file not found: {ann_file}")
-    with open(ann_file, encoding="utf-8") as f:
-        ann = json.load(f)
-    if not isinstance(ann, dict) or "images" not in ann or "annotations" not in ann:
-        raise ValueError(f"{ann_file}: expected a JSON object with 'images' and 'annotations'")
-    caps: dict[int, list[int]] = {}
-    cap_rows = []
-    for a in ann["annotations"]:
-        caps.setdefault(int(a["image_id"]), []).append(int(a["id"]))
-        cap_rows.append((int(a["id"]), int(a["image_id"]), str(a["caption"]).strip()))
-    items, report = [], []
-    for im in sorted(ann["images"], key=lambda d: int(d["id"])):
-        iid = int(im["id"])
-        f = img_dir / im["file_name"]
-        rel = f.relative_to(root).as_posix()
-        if iid not in caps:
-            report.append((rel, "no captions"))
-        elif not f.is_file():
-            report.append((rel, "missing file"))
-        else:
-            items.append(_Item(rel, str(f), 0, "", (iid, caps[iid])))
-    if not items:
-        raise ValueError(f"no captioned COCO images found for {split!r} under {root}")
-    manifest, bad = _validate(
-        items, workers, progress, f"scan {split}", ["image_id", "caption_ids"]
-    )
-    if manifest.empty:
-        raise ValueError(f"no valid COCO images for {split!r} under {root}")
-    manifest["image_id"] = manifest["image_id"].astype("int64")
-    kept = set(manifest["image_id"].tolist())
-    captions = pd.DataFrame(
-        [r for r in cap_rows if r[1] in kept], columns=["caption_id", "image_id", "caption"]
-    )
-    # Stable sort keeps annotation-file order within an image (= order of `caption_ids`).
-    captions = captions.sort_values("image_id", kind="stable", ignore_index=True)
-    return manifest, _report_frame(report + bad), captions

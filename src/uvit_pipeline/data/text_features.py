@@ -1,0 +1,326 @@
+"""Caption features for text-to-image training (§7.3): a streamed, resumable, fp16 text store.
+
+Layout of a text store directory (docs/data.md):
+  meta.json             kind "text_context", encoder identity, max_length, dtype, splits, complete (written last)
+  <split>/              a FeatureStore: context ((L, D) float16), label ((), int64) = the image's row in the
+                        image feature store; one row per caption, sorted by (image row, caption order);
+                        manifest columns caption_id, image_id, caption
+  <split>/offsets.npy   int64 (n_images + 1,): captions of image i are rows offsets[i]:offsets[i+1]
+  empty_context.npy     float32 (L, D): encoding of "" — the null context of guidance, not zeros (§4.3)
+  prompts.json          visualisation prompts; prompt_contexts.npy float32 (n_prompts, L, D)
+The original stores one float32 `{idx}_{k}.npy` per caption (§7.3); fp16 halves that.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from itertools import islice
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from .._io import StagingLock, atomic_write, atomic_write_json
+from .feature_store import FeatureStore, FeatureStoreIncomplete, FeatureStoreWriter
+
+if TYPE_CHECKING:  # the reader must not need transformers
+    from ..encoders.text import TextEncoder
+
+log = logging.getLogger(__name__)
+
+KIND = "text_context"
+MAX_LENGTH = 77  # §7.3
+FORMAT_VERSION = 1
+# §7.3: the fixed visualisation prompts of the original (training grids use the first 10).
+COCO_VIS_PROMPTS = [
+    "A green train is coming down the tracks.",
+    "A group of skiers are preparing to ski down a mountain.",
+    "A small kitchen with a low ceiling.",
+    "A group of elephants walking in muddy water.",
+    "A living area with a television and a table.",
+    "A road with traffic lights, street lights and cars.",
+    "A bus driving in a city area with traffic signs.",
+    "A bus pulls over to the curb close to an intersection.",
+    "A group of people are walking and one is holding an umbrella.",
+    "A baseball player taking a swing at an incoming ball.",
+    "A city street line with brick buildings and trees.",
+    "A close up of a plate of broccoli and sauce.",
+]
+
+
+class TextEncoderMismatch(ValueError):
+    """A text store was made with other encoder weights than the caller's."""
+
+
+def store_split(split: str) -> str:
+    """Directory name of a COCO split in the store: "train2014" -> "train", "val2014" -> "val"."""
+    return re.sub(r"\d{4}$", "", split) or split
+
+
+def _check_identity(where: Path, stored: Mapping, expected: Mapping) -> None:
+    keys = [k for k in ("sha256", "hidden_size", "max_length") if stored.get(k) != expected.get(k)]
+    if keys:
+        raise TextEncoderMismatch(
+            f"text store {where} was made with text encoder {stored.get('name')!r} (sha256 "
+            f"{stored.get('sha256')}), not with {expected.get('name')!r} (sha256 "
+            f"{expected.get('sha256')}); differing: {keys}. Use the store's encoder, or extract the "
+            "text features again into another directory"
+        )
+
+
+def _plan(manifest: pd.DataFrame, image_rows: Mapping | None) -> list[tuple[str, pd.DataFrame]]:
+    """Per split (first-appearance order): the manifest rows in image-store row order, validated."""
+    missing = {"split", "image_id", "captions", "caption_ids"} - set(manifest.columns)
+    if missing:
+        raise ValueError(
+            f"manifest lacks columns {sorted(missing)} (expected a scan_coco manifest)"
+        )
+    splits = list(dict.fromkeys(manifest["split"]))
+    image_rows = dict(image_rows or {})
+    unknown = [k for k in image_rows if k not in splits and k not in map(store_split, splits)]
+    if unknown:
+        raise ValueError(f"image_rows: unknown splits {unknown}; the manifest has {splits}")
+    plan = []
+    for split in splits:
+        sub = manifest[manifest["split"] == split].reset_index(drop=True)
+        ids = image_rows.get(split, image_rows.get(store_split(split)))
+        if ids is not None:  # follow the image feature store's row order
+            ids = [int(i) for i in ids]
+            pos = pd.Index(sub["image_id"])
+            if not pos.is_unique or len(set(ids)) != len(ids):
+                raise ValueError(f"image_rows[{split!r}]: image ids must be unique")
+            absent = [i for i in ids if i not in pos]
+            if absent:
+                raise ValueError(
+                    f"image_rows[{split!r}]: image ids {absent[:5]} not in the manifest"
+                )
+            sub = sub.iloc[pos.get_indexer(ids)].reset_index(drop=True)
+        for r in sub.itertuples(index=False):
+            caps, cids = list(r.captions), list(r.caption_ids)
+            bad = not caps or len(caps) != len(cids)
+            if bad or not all(isinstance(c, str) and c.strip() for c in caps):
+                raise ValueError(
+                    f"manifest: image {r.image_id} ({split}) needs non-empty captions matching "
+                    f"caption_ids, got {caps!r} / {cids!r}"
+                )
+        plan.append((split, sub))
+    return plan
+
+
+def _digest(sub: pd.DataFrame) -> str:
+    """sha1 of (image id, caption id, caption) in store order: a changed manifest cannot resume."""
+    h = hashlib.sha1()
+    for r in sub.itertuples(index=False):
+        h.update(
+            json.dumps(
+                [int(r.image_id), [int(c) for c in r.caption_ids], list(r.captions)]
+            ).encode()
+        )
+    return h.hexdigest()
+
+
+def _caption_rows(sub: pd.DataFrame, offsets: np.ndarray, start: int) -> Iterator[tuple]:
+    """(image row, caption id, image id, caption) for store rows start.., in store order."""
+    first = int(np.searchsorted(offsets, start, side="right") - 1)
+    for i in range(first, len(sub)):
+        caps, cids = sub["captions"].iat[i], sub["caption_ids"].iat[i]
+        for k in range(max(0, start - int(offsets[i])), len(caps)):
+            yield i, int(cids[k]), int(sub["image_id"].iat[i]), str(caps[k])
+
+
+def _encode(encoder: TextEncoder, texts: list[str], max_length: int, batch_size: int) -> np.ndarray:
+    from ..encoders.text import encode_prompts
+
+    out = [
+        encode_prompts(encoder, texts[i : i + batch_size], max_length).cpu().numpy()
+        for i in range(0, len(texts), batch_size)
+    ]
+    return out[0] if len(out) == 1 else np.concatenate(out)
+
+
+def _save_npy(path: Path, arr: np.ndarray) -> None:
+    atomic_write(path, lambda f: np.save(f, arr))
+
+
+def _open_split(
+    out: Path, split: str, sub: pd.DataFrame, meta: dict, fields: dict, shard_size: int
+):
+    """(writer, offsets, split info) of one split's caption store; the writer checks its meta."""
+    counts = sub["captions"].map(len).to_numpy(dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    info = {"source": split, "num_images": len(sub), "num_captions": int(offsets[-1]),
+            "captions_sha1": _digest(sub)}  # fmt: skip
+    writer = FeatureStoreWriter(out / store_split(split), {**meta, **info}, fields, shard_size)
+    return writer, offsets, info
+
+
+def _fill_split(w, sub, offsets, encoder, max_length: int, batch_size: int, bar) -> None:
+    """Encode the captions from the writer's resume row on; commit shards as they fill."""
+    rows = _caption_rows(sub, offsets, w.resume_row)
+    while batch := list(islice(rows, batch_size)):
+        ctx = _encode(encoder, [b[3] for b in batch], max_length, batch_size).astype(np.float16)
+        if not np.isfinite(ctx).all():  # fp16 overflow or a broken encoder
+            raise ValueError(
+                f"{w.root}: non-finite text features for caption ids {[b[1] for b in batch][:5]}"
+            )
+        labels = np.array([b[0] for b in batch], dtype=np.int64)
+        w.add(
+            {"context": ctx, "label": labels},
+            [{"caption_id": b[1], "image_id": b[2], "caption": b[3]} for b in batch],
+        )
+        bar.update(len(batch))
+    w.close()
+    _save_npy(w.root / "offsets.npy", offsets)
+
+
+def extract_text_features(
+    manifest: pd.DataFrame,
+    out_dir: str | os.PathLike,
+    encoder: TextEncoder,
+    *,
+    batch_size: int = 256,
+    shard_size: int = 1024,
+    prompts: Sequence[str] = COCO_VIS_PROMPTS,
+    image_rows: Mapping[str, Sequence[int]] | None = None,
+    max_length: int = MAX_LENGTH,
+    progress: bool = True,
+) -> Path:
+    """Encode every caption of a COCO manifest into the text store `out_dir` (layout: module doc).
+
+    `image_rows` maps a split ("train2014" or "train") to the COCO image ids of its image feature store
+    rows, in row order (default: manifest order); labels are positions in that list. Re-running resumes
+    at the first missing shard; a store of other encoder weights or other captions is refused.
+    """
+    from ..encoders.text import text_encoder_identity
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    prompts = list(prompts)
+    if not prompts or not all(isinstance(p, str) and p.strip() for p in prompts):
+        raise ValueError(
+            f"prompts: expected a non-empty list of non-empty strings, got {prompts!r}"
+        )
+    plan = _plan(manifest, image_rows)
+    identity = text_encoder_identity(encoder, max_length)
+    out = Path(out_dir)
+    metas = {p: json.loads(p.read_text()) for p in
+             [out / "meta.json", *(out / store_split(s) / "meta.json" for s, _ in plan)]
+             if p.is_file()}  # fmt: skip
+    for path, meta in metas.items():  # refuse before anything is written
+        _check_identity(path.parent, meta["encoder"], identity)
+    old_meta = metas.get(out / "meta.json")
+    if old_meta is not None and set(old_meta["splits"]) != {store_split(s) for s, _ in plan}:
+        raise ValueError(
+            f"text store {out} holds splits {sorted(old_meta['splits'])}; this manifest has "
+            f"{[s for s, _ in plan]}: extract into another directory"
+        )
+    hidden = identity["hidden_size"]
+    fields = {"context": ((max_length, hidden), "float16"), "label": ((), "int64")}
+    split_meta = {"kind": f"{KIND}_split", "encoder": identity, "max_length": max_length,
+                  "dtype": "float16"}  # fmt: skip
+    with StagingLock(out, "text feature store"):
+        opened = [_open_split(out, s, sub, split_meta, fields, shard_size) for s, sub in plan]
+        if old_meta is not None:  # every check passed; readers must not trust it while rewritten
+            atomic_write_json(out / "meta.json", {**old_meta, "complete": False})
+        bar = tqdm(total=sum(int(o[-1]) for _, o, _ in opened),
+                   initial=sum(w.resume_row for w, _, _ in opened),
+                   unit="cap", desc="text features", disable=not progress)  # fmt: skip
+        splits_meta = {}
+        for (w, offsets, info), (_, sub) in zip(opened, plan, strict=True):
+            _fill_split(w, sub, offsets, encoder, max_length, batch_size, bar)
+            size = sum(f.stat().st_size for f in w.root.iterdir() if f.is_file())
+            splits_meta[w.root.name] = {**info, "bytes_per_caption": size / int(offsets[-1])}
+        bar.close()
+        _save_npy(out / "empty_context.npy", _encode(encoder, [""], max_length, 1)[0])
+        atomic_write_json(out / "prompts.json", prompts)
+        _save_npy(out / "prompt_contexts.npy", _encode(encoder, prompts, max_length, batch_size))
+        atomic_write_json(out / "meta.json", {
+            "kind": KIND, "format_version": FORMAT_VERSION, "encoder": identity,
+            "max_length": max_length, "hidden_size": hidden, "dtype": "float16",
+            "splits": splits_meta, "num_prompts": len(prompts), "complete": True,
+        })  # fmt: skip
+    log.info("text store %s: %s", out, {k: v["num_captions"] for k, v in splits_meta.items()})
+    return out
+
+
+class TextFeatures:
+    """Reader of a complete text store: per-split caption stores, offsets, null and prompt contexts."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.root = Path(path)
+        meta_path = self.root / "meta.json"
+        if not meta_path.is_file():
+            raise FileNotFoundError(f"no text feature store at {self.root} (missing meta.json)")
+        self._meta = json.loads(meta_path.read_text())
+        if self._meta.get("kind") != KIND:
+            raise ValueError(f"{self.root}: meta kind is {self._meta.get('kind')!r}, not {KIND!r}")
+        if not self._meta.get("complete"):
+            raise FeatureStoreIncomplete(
+                f"text feature store {self.root} is incomplete; re-run the extraction to resume it"
+            )
+        self._splits: dict[str, tuple[FeatureStore, np.ndarray]] = {}
+
+    @property
+    def meta(self) -> dict:
+        return json.loads(json.dumps(self._meta))
+
+    @property
+    def splits(self) -> list[str]:
+        return list(self._meta["splits"])
+
+    def split(self, name: str) -> tuple[FeatureStore, np.ndarray]:
+        """(caption FeatureStore, offsets (n_images + 1,)) of split `name` ("train" or "train2014")."""
+        key = store_split(name)
+        if key not in self._meta["splits"]:
+            raise KeyError(f"text store {self.root} has no split {name!r}; it has {self.splits}")
+        if key not in self._splits:
+            store = FeatureStore(self.root / key)
+            offsets = np.load(self.root / key / "offsets.npy")
+            info = self._meta["splits"][key]
+            if len(offsets) != info["num_images"] + 1 or offsets[-1] != len(store):
+                raise ValueError(f"{self.root / key}: offsets.npy does not match the store")
+            self._splits[key] = (store, offsets)
+        return self._splits[key]
+
+    @property
+    def empty_context(self) -> np.ndarray:
+        return np.load(self.root / "empty_context.npy")
+
+    @property
+    def prompts(self) -> list[str]:
+        return json.loads((self.root / "prompts.json").read_text(encoding="utf-8"))
+
+    @property
+    def prompt_contexts(self) -> np.ndarray:
+        return np.load(self.root / "prompt_contexts.npy")
+
+    def caption_rows(self, split: str, image_row: int) -> range:
+        offsets = self.split(split)[1]
+        return range(int(offsets[image_row]), int(offsets[image_row + 1]))
+
+    def captions_of(self, split: str, image_row: int) -> list[str]:
+        """The caption texts of image `image_row` (annotation-file order)."""
+        r = self.caption_rows(split, image_row)
+        return self.split(split)[0].manifest["caption"].iloc[r.start : r.stop].tolist()
+
+    def random_caption_rows(self, split: str, image_rows, rng: np.random.Generator) -> np.ndarray:
+        """One uniformly drawn caption row per image row (§7.3: a random caption per access)."""
+        offsets = self.split(split)[1]
+        image_rows = np.asarray(image_rows, dtype=np.int64)
+        counts = offsets[image_rows + 1] - offsets[image_rows]
+        return offsets[image_rows] + (rng.random(len(image_rows)) * counts).astype(np.int64)
+
+    def read_rows(self, split: str, rows) -> np.ndarray:
+        """Contexts (len(rows), L, D) float16 of caption rows, in the given order (sorted reads)."""
+        return self.split(split)[0].take("context", rows)
+
+    def verify_encoder(self, expected_identity: Mapping) -> None:
+        """Raise `TextEncoderMismatch` unless the store was made with these encoder weights."""
+        _check_identity(self.root, self._meta["encoder"], expected_identity)
