@@ -62,7 +62,17 @@ def write_text_store(
     """A text-context store with train/ and val/ splits, empty context and two prompts."""
     root.mkdir(parents=True, exist_ok=True)
     encoder = {**ENCODER, "hidden_size": hidden, "max_length": max_length, **(encoder or {})}
-    meta = {"kind": "text_context", "encoder": encoder, "max_length": max_length}
+    splits = {
+        name: {"num_images": len(counts), "num_captions": sum(counts)}
+        for name, counts in (("train", train_counts), ("val", val_counts))
+    }
+    meta = {
+        "kind": "text_context",
+        "encoder": encoder,
+        "max_length": max_length,
+        "splits": splits,
+        "complete": True,
+    }
     (root / "meta.json").write_text(json.dumps(meta))
     _write_split(root / "train", list(train_counts), hidden, max_length)
     _write_split(root / "val", list(val_counts), hidden, max_length)

@@ -16,7 +16,7 @@ from uvit_pipeline.metrics.clip_score import (
     load_clip_scorer,
 )
 
-from ..encoders.test_text import tiny_tokenizer
+from ..conftest import tiny_clip_tokenizer as tiny_tokenizer
 
 TEXTS = ["the cat", "a cat", "the the", "cat cat cat", "a", "the cat."]
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from uvit_pipeline.data import TextContexts
+from uvit_pipeline.data import TextFeatures
 from uvit_pipeline.models import UViT
 from uvit_pipeline.sampling import (
     build_sampler,
@@ -108,7 +108,7 @@ def test_text_chunks_record_captions_and_do_not_depend_on_rank_split(
     images, labels = collect(one["out_dir"], 10, 4)
     assert images.shape == (10, 3, 8, 8) and images.dtype == np.uint8 and labels is None
     captions, image_rows = collect_caption_rows(one["out_dir"], 10, 4)
-    offsets = TextContexts(text_store).split("val").offsets
+    offsets = TextFeatures(text_store).split("val").offsets
     assert np.all((offsets[image_rows] <= captions) & (captions < offsets[image_rows + 1]))
     assert sorted(image_rows[:4].tolist()) == [0, 1, 2, 3]  # 4 val images: no repeat in an epoch
 
@@ -188,30 +188,11 @@ def test_build_sampler_decodes_latents_with_the_trained_scale(tmp_path, vae_dir)
     assert setup.decode(z).shape == (1, 3, 32, 32)
 
 
-def test_user_prompts_encoded_on_the_fly(tmp_path):
-    from transformers import CLIPTextConfig, CLIPTextModel
-
+def test_user_prompts_encoded_on_the_fly(clip_dir):
     from uvit_pipeline.encoders.text import encode_prompts, load_text_encoder
     from uvit_pipeline.sampling import encode_prompt_conditions
 
-    from ..encoders.test_text import tiny_tokenizer
-
-    torch.manual_seed(0)
-    tokenizer = tiny_tokenizer()
-    config = CLIPTextConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=4,
-        max_position_embeddings=77,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    tokenizer.save_pretrained(tmp_path / "clip")
-    CLIPTextModel(config).save_pretrained(tmp_path / "clip")
-    encoder = load_text_encoder(tmp_path / "clip")
+    encoder = load_text_encoder(clip_dir)
     conds = encode_prompt_conditions(encoder, ["the cat", "a cat."])
     assert conds.contexts.shape == (2, 77, 32) and conds.prompts == ["the cat", "a cat."]
     np.testing.assert_array_equal(conds.null_context, encode_prompts(encoder, [""])[0].numpy())

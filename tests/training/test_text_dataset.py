@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from uvit_pipeline.data import CaptionedFeatureDataset, FeatureStore, TextContexts
+from uvit_pipeline.data import CaptionedFeatureDataset, FeatureStore, TextFeatures
 
 from ..text_fixtures import EMPTY_VALUE, write_latent_store, write_text_store
 
@@ -14,7 +14,7 @@ from ..text_fixtures import EMPTY_VALUE, write_latent_store, write_text_store
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory):
     root = tmp_path_factory.mktemp("t2i")
-    return write_latent_store(root / "images"), TextContexts(write_text_store(root / "text"))
+    return write_latent_store(root / "images"), TextFeatures(write_text_store(root / "text"))
 
 
 def _dataset(stores, **kw):
@@ -71,20 +71,20 @@ def test_one_view_store_refuses_random_flip_and_mismatched_text(stores, tmp_path
     with pytest.raises(ValueError, match="random_flip must be false"):
         _dataset(stores, random_flip=True)
     images, _ = stores
-    other = TextContexts(write_text_store(tmp_path / "text", train_counts=(1, 2)))
+    other = TextFeatures(write_text_store(tmp_path / "text", train_counts=(1, 2)))
     with pytest.raises(ValueError, match="captions for 2 images"):
         CaptionedFeatureDataset(images, other.split("train"), other.empty_context, False)
-    none = TextContexts(write_text_store(tmp_path / "t0", train_counts=(1, 0, 1, 1, 1, 1)))
+    none = TextFeatures(write_text_store(tmp_path / "t0", train_counts=(1, 0, 1, 1, 1, 1)))
     with pytest.raises(ValueError, match="1 images have no caption"):
         CaptionedFeatureDataset(images, none.split("train"), none.empty_context, False)
 
 
 def test_text_store_reader_checks_offsets(tmp_path):
-    text = TextContexts(write_text_store(tmp_path / "text"))
+    text = TextFeatures(write_text_store(tmp_path / "text"))
     assert text.identity["hidden_size"] == 32 and text.identity["max_length"] == 77
     np.save(tmp_path / "text" / "val" / "offsets.npy", np.array([0, 3, 2, 23]))
     with pytest.raises(ValueError, match="non-decreasing"):
         text.split("val")
     np.save(tmp_path / "text" / "val" / "offsets.npy", np.array([0, 5, 10, 17, 23]))
     with pytest.raises(ValueError, match="labels disagree"):
-        TextContexts(tmp_path / "text").split("val")
+        TextFeatures(tmp_path / "text").split("val")

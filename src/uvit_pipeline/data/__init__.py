@@ -23,7 +23,8 @@ from .images import (
     to_uint8_chw,
 )
 from .ingest import scan_celeba, scan_imagenet_folder
-from .text_contexts import TEXT_KIND, CaptionSplit, TextContexts
+from .text_features import KIND as TEXT_KIND
+from .text_features import CaptionSplit, TextFeatures
 from .torch_datasets import CaptionedFeatureDataset, FeatureDataset
 
 __all__ = [
@@ -39,7 +40,7 @@ __all__ = [
     "FeatureStoreMismatch",
     "FeatureStoreWriter",
     "ImageError",
-    "TextContexts",
+    "TextFeatures",
     "apply_crop",
     "celeba_crop",
     "center_crop_adm",

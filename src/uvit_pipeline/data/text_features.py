@@ -21,7 +21,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -250,76 +250,168 @@ def extract_text_features(
     return out
 
 
+class CaptionSplit(NamedTuple):
+    """The captions of one split: `store` rows grouped per image by `offsets` (unpacks as a pair)."""
+
+    store: FeatureStore
+    offsets: np.ndarray  # (n_images + 1,) int64
+
+    @property
+    def num_images(self) -> int:
+        return len(self.offsets) - 1
+
+    def counts(self) -> np.ndarray:
+        """Captions per image, (n_images,)."""
+        return np.diff(self.offsets)
+
+    def contexts(self, rows) -> np.ndarray:
+        """Features of caption rows as float32 (n, L, D), in the given order (sorted reads)."""
+        return self.store.take("context", np.asarray(rows, dtype=np.int64)).astype(np.float32)
+
+
 class TextFeatures:
-    """Reader of a complete text store: per-split caption stores, offsets, null and prompt contexts."""
+    """The one reader of a complete text store: per-split caption stores, offsets, the null and
+    prompt contexts, and the encoder identity training and sampling check against."""
 
     def __init__(self, path: str | os.PathLike):
         self.root = Path(path)
         meta_path = self.root / "meta.json"
         if not meta_path.is_file():
             raise FileNotFoundError(f"no text feature store at {self.root} (missing meta.json)")
-        self._meta = json.loads(meta_path.read_text())
+        try:
+            self._meta = json.loads(meta_path.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{meta_path} is not valid JSON: {err}") from err
         if self._meta.get("kind") != KIND:
             raise ValueError(f"{self.root}: meta kind is {self._meta.get('kind')!r}, not {KIND!r}")
         if not self._meta.get("complete"):
             raise FeatureStoreIncomplete(
                 f"text feature store {self.root} is incomplete; re-run the extraction to resume it"
             )
-        self._splits: dict[str, tuple[FeatureStore, np.ndarray]] = {}
+        encoder = self._meta.get("encoder")
+        if not isinstance(encoder, dict) or "hidden_size" not in encoder:
+            raise ValueError(f"{meta_path}: 'encoder' must be a mapping with 'hidden_size'")
+        self._splits: dict[str, CaptionSplit] = {}
 
     @property
     def meta(self) -> dict:
         return json.loads(json.dumps(self._meta))
 
     @property
+    def encoder(self) -> dict:
+        """Identity of the text encoder that made the features (name, hidden_size, sha256, ...)."""
+        return dict(self._meta["encoder"])
+
+    @property
+    def identity(self) -> dict:
+        """What a checkpoint records about its text features: encoder identity + token count."""
+        return {**self.encoder, "max_length": self.max_length}
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self._meta["encoder"]["hidden_size"])
+
+    @property
+    def max_length(self) -> int:
+        return int(self._meta["max_length"])
+
+    @property
+    def context_shape(self) -> tuple[int, int]:
+        return (self.max_length, self.hidden_size)
+
+    @property
     def splits(self) -> list[str]:
         return list(self._meta["splits"])
 
-    def split(self, name: str) -> tuple[FeatureStore, np.ndarray]:
-        """(caption FeatureStore, offsets (n_images + 1,)) of split `name` ("train" or "train2014")."""
+    def split(self, name: str) -> CaptionSplit:
+        """Captions of split `name` ("train"/"val" or "train2014"/"val2014"), checked once."""
         key = store_split(name)
         if key not in self._meta["splits"]:
             raise KeyError(f"text store {self.root} has no split {name!r}; it has {self.splits}")
         if key not in self._splits:
-            store = FeatureStore(self.root / key)
-            offsets = np.load(self.root / key / "offsets.npy")
-            info = self._meta["splits"][key]
-            if len(offsets) != info["num_images"] + 1 or offsets[-1] != len(store):
-                raise ValueError(f"{self.root / key}: offsets.npy does not match the store")
-            self._splits[key] = (store, offsets)
+            self._splits[key] = self._open_split(key)
         return self._splits[key]
+
+    def _open_split(self, key: str) -> CaptionSplit:
+        root = self.root / key
+        store = FeatureStore(root)
+        field = store.fields.get("context")
+        if field is None or field[0] != self.context_shape:
+            raise ValueError(
+                f"text store {root}: field 'context' must have shape {self.context_shape} "
+                f"(max_length, encoder hidden size), got {None if field is None else field[0]}"
+            )
+        path = root / "offsets.npy"
+        if not path.is_file():
+            raise FileNotFoundError(f"text store split {root} lacks offsets.npy")
+        offsets = np.load(path, allow_pickle=False)
+        ok = (
+            offsets.ndim == 1
+            and offsets.dtype.kind in "iu"
+            and len(offsets) == self._meta["splits"][key]["num_images"] + 1
+            and offsets[0] == 0
+            and offsets[-1] == len(store)
+            and np.all(np.diff(offsets) >= 0)
+        )
+        if not ok:
+            raise ValueError(
+                f"{path}: offsets must be a non-decreasing int array from 0 to {len(store)} "
+                f"(caption rows) with one entry per image + 1, got shape {offsets.shape}"
+            )
+        offsets = offsets.astype(np.int64)
+        expected = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+        if not np.array_equal(store.read_all("label"), expected):
+            raise ValueError(
+                f"text store {root}: caption labels disagree with offsets.npy (rows must be "
+                "sorted by image row, label = image row)"
+            )
+        return CaptionSplit(store, offsets)
+
+    def _load_array(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
+        path = self.root / name
+        if not path.is_file():
+            raise FileNotFoundError(f"text store {self.root} lacks {name}")
+        arr = np.load(path, allow_pickle=False)
+        if arr.shape != shape:
+            raise ValueError(f"{path}: expected shape {shape}, got {arr.shape}")
+        return arr.astype(np.float32)
 
     @property
     def empty_context(self) -> np.ndarray:
-        return np.load(self.root / "empty_context.npy")
+        """float32 (L, D): the encoded empty prompt (the null context of guidance)."""
+        return self._load_array("empty_context.npy", self.context_shape)
 
     @property
     def prompts(self) -> list[str]:
-        return json.loads((self.root / "prompts.json").read_text(encoding="utf-8"))
+        prompts = json.loads((self.root / "prompts.json").read_text(encoding="utf-8"))
+        if not isinstance(prompts, list) or not all(isinstance(p, str) for p in prompts):
+            raise ValueError(f"{self.root / 'prompts.json'}: expected a list of prompt strings")
+        return prompts
 
     @property
     def prompt_contexts(self) -> np.ndarray:
-        return np.load(self.root / "prompt_contexts.npy")
+        """float32 (n_prompts, L, D): the visualisation prompts' features."""
+        return self._load_array("prompt_contexts.npy", (len(self.prompts), *self.context_shape))
 
     def caption_rows(self, split: str, image_row: int) -> range:
-        offsets = self.split(split)[1]
+        offsets = self.split(split).offsets
         return range(int(offsets[image_row]), int(offsets[image_row + 1]))
 
     def captions_of(self, split: str, image_row: int) -> list[str]:
         """The caption texts of image `image_row` (annotation-file order)."""
         r = self.caption_rows(split, image_row)
-        return self.split(split)[0].manifest["caption"].iloc[r.start : r.stop].tolist()
+        return self.split(split).store.manifest["caption"].iloc[r.start : r.stop].tolist()
 
     def random_caption_rows(self, split: str, image_rows, rng: np.random.Generator) -> np.ndarray:
         """One uniformly drawn caption row per image row (§7.3: a random caption per access)."""
-        offsets = self.split(split)[1]
+        offsets = self.split(split).offsets
         image_rows = np.asarray(image_rows, dtype=np.int64)
         counts = offsets[image_rows + 1] - offsets[image_rows]
         return offsets[image_rows] + (rng.random(len(image_rows)) * counts).astype(np.int64)
 
     def read_rows(self, split: str, rows) -> np.ndarray:
         """Contexts (len(rows), L, D) float16 of caption rows, in the given order (sorted reads)."""
-        return self.split(split)[0].take("context", rows)
+        return self.split(split).store.take("context", rows)
 
     def verify_encoder(self, expected_identity: Mapping) -> None:
         """Raise `TextEncoderMismatch` unless the store was made with these encoder weights."""

@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import Dataset, get_worker_info
 
 from .feature_store import FeatureStore
-from .text_contexts import CaptionSplit
+from .text_features import CaptionSplit
 
 # The one registry of feature kinds (`features.kind`) and the store field each one reads.
 _FIELD_OF_KIND = {"pixels": "x", "latent_moments": "moments"}

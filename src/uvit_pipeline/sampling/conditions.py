@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..data.text_contexts import TextContexts
+from ..data.text_features import TextFeatures
 
 # Encoder-identity keys that must agree between a checkpoint and the contexts it is sampled with
 # (the name may differ: a hub id and a local copy of the same weights).
@@ -29,8 +29,8 @@ class TextConditions:
         return len(self.contexts)
 
 
-def _open(text: TextContexts | str | os.PathLike) -> TextContexts:
-    return text if isinstance(text, TextContexts) else TextContexts(text)
+def _open(text: TextFeatures | str | os.PathLike) -> TextFeatures:
+    return text if isinstance(text, TextFeatures) else TextFeatures(text)
 
 
 def draw_caption_rows(
@@ -61,7 +61,7 @@ def draw_caption_rows(
 
 
 def conditions_from_text_store(
-    text: TextContexts | str | os.PathLike,
+    text: TextFeatures | str | os.PathLike,
     n: int,
     seed: int,
     start: int = 0,
@@ -100,11 +100,11 @@ def conditions_from_prompts(
 
 
 def store_prompt_conditions(
-    text: TextContexts | str | os.PathLike, count: int | None = None
+    text: TextFeatures | str | os.PathLike, count: int | None = None
 ) -> TextConditions:
     """The store's visualisation prompts (the first `count`; training grids use 10 of 12, §7.3)."""
     text = _open(text)
-    prompts, contexts = text.prompts()
+    prompts, contexts = text.prompts, text.prompt_contexts
     count = len(prompts) if count is None else count
     return conditions_from_prompts(contexts[:count], text.empty_context, prompts[:count])
 

@@ -218,14 +218,14 @@ def _latent_decoder(autoencoder: str, scale_factor: float, chunk: int, device: t
 
 def _text_source(spec: dict, setup: SamplerSetup):
     """The text store evaluation contexts are drawn from, checked against the checkpoint."""
-    from uvit_pipeline.data.text_contexts import TextContexts
+    from uvit_pipeline.data.text_features import TextFeatures
 
     if not spec.get("text_features"):
         raise ValueError(
             f"checkpoint {spec['checkpoint']} is a text-to-image model: the sampling spec needs "
             "'text_features' (the text-context store whose val captions condition the samples)"
         )
-    text = TextContexts(spec["text_features"])
+    text = TextFeatures(spec["text_features"])
     mk = setup.config["model_kwargs"]
     if text.context_shape != (mk["num_clip_token"], mk["clip_dim"]):
         raise ValueError(

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-from ..data import CaptionedFeatureDataset, FeatureStore, TextContexts
+from ..data import CaptionedFeatureDataset, FeatureStore, TextFeatures
 from .config import TrainConfig
 
 TRAIN_SPLIT = "train"
 
 
-def verify_text_store(config: TrainConfig) -> TextContexts:
+def verify_text_store(config: TrainConfig) -> TextFeatures:
     """Open `training.data.text_path` and check it fits the model; raises ValueError naming both sides.
 
     Checks: the encoder hidden size equals `model.clip_dim`, the store's max_length equals
     `model.num_clip_token` (all 77 tokens are network tokens, §1.1-1.2), and every key of
     `training.data.expected_text_encoder` equals the store's encoder identity. Cheap: reads meta only.
     """
-    text = TextContexts(config.data.text_path)
+    text = TextFeatures(config.data.text_path)
     kw = config.model_kwargs()
     if text.hidden_size != kw["clip_dim"]:
         raise ValueError(
