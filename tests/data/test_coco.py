@@ -10,6 +10,7 @@ import pytest
 
 from uvit_pipeline.data import coco as coco_mod
 from uvit_pipeline.data.coco import MANIFEST_COLUMNS, CocoAnnotationError, scan_coco
+from uvit_pipeline.data.demo import CLASS_NAMES
 
 from .conftest import image_bytes
 
@@ -31,9 +32,10 @@ def test_scan_coco_on_demo_data(demo_root):
         assert [list(c) for c in sub["captions"]] == [[t for _, t in by_image[i]] for i in ids]
     row = manifest.iloc[0]
     assert row["path"] == f"train2014/COCO_train2014_{row['image_id']:012d}.jpg"
-    assert (
-        row["n_captions"] == 3 and row["label"] == 0 and (row["width"], row["height"]) == (16, 16)
-    )
+    assert row["n_captions"] == 3 and (row["width"], row["height"]) == (16, 16)
+    # the demo's caption files carry each image's class (real COCO's do not: label 0)
+    assert CLASS_NAMES[row["label"]] == row["class_name"]
+    assert all(row["class_name"].split("-")[0] in c for c in row["captions"])
     assert row["checksum"] == hashlib.sha1((root / row["path"]).read_bytes()).hexdigest()
     assert not set(manifest["image_id"][:40]) & set(manifest["image_id"][40:])
     val, _ = scan_coco(root, splits=("val2014",), progress=False)

@@ -43,6 +43,7 @@ MANIFEST_COLUMNS = [
     "height",
     "checksum",
     "label",
+    "class_name",
 ]
 
 
@@ -56,6 +57,9 @@ class _Split:
 
     name: str
     images: list[tuple[int, str]] = field(default_factory=list)  # (image id, file name)
+    # Real COCO caption files carry no class; the demo's synthetic set writes one per image
+    # (`images[i]["label"]`, `["class_name"]`) so its text-to-image samples can be scored by class.
+    classes: dict[int, tuple[int, str]] = field(default_factory=dict)
     captions: dict[int, list[tuple[int, str]]] = field(
         default_factory=dict
     )  # id -> [(cap id, text)]
@@ -123,6 +127,8 @@ def _parse_split(root: Path, split: str) -> _Split:
             )
             continue
         files[iid] = name
+        if "label" in im:
+            out.classes[iid] = (_int_key(im, "label", where, rel), str(im.get("class_name", "")))
     seen_caps: set[int] = set()
     orphans: dict[int, list[int]] = {}
     for i, a in enumerate(ann["annotations"]):
@@ -171,7 +177,7 @@ def scan_coco(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Scan COCO 2014 under `root` -> (manifest, report); manifest ordered by (split, image id).
 
-    Manifest columns: `MANIFEST_COLUMNS` (captions in annotation-file order, label 0). Report columns:
+    Manifest columns: `MANIFEST_COLUMNS` (captions in annotation-file order; label 0 unless the file gives `images[i].label`, as the demo set does). Report columns:
     path (relative to root), reason. Raises `CocoAnnotationError` for a malformed caption file.
     """
     if isinstance(splits, str):
@@ -194,7 +200,10 @@ def scan_coco(
         for iid, name in p.images:
             caps = p.captions[iid]
             extra = (iid, p.name, [c for _, c in caps], len(caps), [c for c, _ in caps])
-            items.append(_Item(f"{p.name}/{name}", str(root / p.name / name), 0, "", extra))
+            label, class_name = p.classes.get(iid, (0, ""))
+            items.append(
+                _Item(f"{p.name}/{name}", str(root / p.name / name), label, class_name, extra)
+            )
         log.info("COCO %s: %d captioned images listed", p.name, len(p.images))
     if not items:
         raise ValueError(f"no captioned COCO images found for {list(splits)} under {root}")

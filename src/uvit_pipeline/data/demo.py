@@ -160,7 +160,15 @@ def _write_split(
             fname = f"COCO_{coco_split}_{iid:012d}.jpg"
             img.save(coco_dir / fname, quality=95)
             images.append(
-                {"id": iid, "file_name": fname, "width": image_size, "height": image_size}
+                {
+                    "id": iid,
+                    "file_name": fname,
+                    "width": image_size,
+                    "height": image_size,
+                    # not in real COCO: the class, so the t2i demo can score samples by class
+                    "label": label,
+                    "class_name": name,
+                }
             )
             for c in caps:
                 anns.append({"image_id": iid, "id": next_caption_id, "caption": c})

@@ -4,7 +4,8 @@ Layout of a text store directory (docs/data.md):
   meta.json             kind "text_context", encoder identity, max_length, dtype, splits, complete (written last)
   <split>/              a FeatureStore: context ((L, D) float16), label ((), int64) = the image's row in the
                         image feature store; one row per caption, sorted by (image row, caption order);
-                        manifest columns caption_id, image_id, caption
+                        manifest columns caption_id, image_id, caption, image_label (the
+                        image's class: 0 for real COCO, the class for the demo set)
   <split>/offsets.npy   int64 (n_images + 1,): captions of image i are rows offsets[i]:offsets[i+1]
   empty_context.npy     float32 (L, D): encoding of "" — the null context of guidance, not zeros (§4.3)
   prompts.json          visualisation prompts; prompt_contexts.npy float32 (n_prompts, L, D)
@@ -127,12 +128,13 @@ def _digest(sub: pd.DataFrame) -> str:
 
 
 def _caption_rows(sub: pd.DataFrame, offsets: np.ndarray, start: int) -> Iterator[tuple]:
-    """(image row, caption id, image id, caption) for store rows start.., in store order."""
+    """(image row, caption id, image id, caption, image class) for store rows start.., in order."""
     first = int(np.searchsorted(offsets, start, side="right") - 1)
+    classes = sub["label"] if "label" in sub else pd.Series(0, index=sub.index)
     for i in range(first, len(sub)):
         caps, cids = sub["captions"].iat[i], sub["caption_ids"].iat[i]
         for k in range(max(0, start - int(offsets[i])), len(caps)):
-            yield i, int(cids[k]), int(sub["image_id"].iat[i]), str(caps[k])
+            yield i, int(cids[k]), int(sub["image_id"].iat[i]), str(caps[k]), int(classes.iat[i])
 
 
 def _encode(encoder: TextEncoder, texts: list[str], max_length: int, batch_size: int) -> np.ndarray:
@@ -173,7 +175,10 @@ def _fill_split(w, sub, offsets, encoder, max_length: int, batch_size: int, bar)
         labels = np.array([b[0] for b in batch], dtype=np.int64)
         w.add(
             {"context": ctx, "label": labels},
-            [{"caption_id": b[1], "image_id": b[2], "caption": b[3]} for b in batch],
+            [
+                {"caption_id": b[1], "image_id": b[2], "caption": b[3], "image_label": b[4]}
+                for b in batch
+            ],
         )
         bar.update(len(batch))
     w.close()

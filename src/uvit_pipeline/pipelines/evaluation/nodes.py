@@ -152,11 +152,29 @@ def sample_for_evaluation(
     return str(folder)
 
 
+def _text_pairs(generated_samples: str, spec: dict, text_features: str):
+    """(caption of each sample, class of the image it came from) for text-to-image samples."""
+    from uvit_pipeline.data.text_features import TextFeatures
+    from uvit_pipeline.sampling.generate import collect_caption_rows
+
+    caption_rows, _ = collect_caption_rows(generated_samples, spec["n_samples"], spec["batch_size"])
+    manifest = TextFeatures(text_features).split("val").store.manifest
+    rows = manifest.iloc[caption_rows]
+    return rows["caption"].tolist(), rows["image_label"].to_numpy()
+
+
 def score_samples(
-    generated_samples: str, reference_stats: dict, feature_network: str, evaluation: dict
+    generated_samples: str,
+    reference_stats: dict,
+    feature_network: str,
+    clip_model: str | None,
+    text_features: str | None,
+    evaluation: dict,
 ) -> dict:
     """Fréchet distance to the reference statistics, named after the feature network (`fid`, or
-    `demo_fd` for the demo's classifier: never called FID), plus the demo's class accuracy."""
+    `demo_fd` for the demo's classifier: never called FID); the demo's class accuracy (for text
+    models: the class of the image whose caption conditioned the sample); the CLIP score of
+    text-to-image samples and their captions where a CLIP model is configured."""
     info, features_fn, classifier = load_feature_network(feature_network)
     if info["network"] != reference_stats["network"]:
         raise ValueError(
@@ -168,10 +186,22 @@ def score_samples(
     mu, sigma = statistics(features_fn(samples))
     name = METRIC_NAMES[info["network"]]
     metrics = {name: frechet_distance(mu, sigma, reference_stats["mu"], reference_stats["sigma"])}
+    captions = None
+    if spec.get("text_features"):
+        if text_features is None:
+            raise ValueError("text-to-image samples are scored with their captions: text_features")
+        captions, labels = _text_pairs(generated_samples, spec, text_features)
     if classifier is not None and labels is not None:
         from uvit_pipeline.metrics.demo_classifier import classifier_accuracy
 
         metrics["demo_class_accuracy"] = classifier_accuracy(classifier, samples, labels)
+    if captions is not None and clip_model is not None:
+        from uvit_pipeline.metrics.clip_score import clip_score, load_clip_scorer
+
+        scored = clip_score(
+            load_clip_scorer(clip_model, device=evaluation["device"]), samples, captions
+        )
+        metrics.update({k: v for k, v in scored.items() if isinstance(v, float)})
     log.info("Evaluation on %d samples: %s", len(samples), json.dumps(metrics))
     return metrics
 

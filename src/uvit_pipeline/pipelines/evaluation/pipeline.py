@@ -24,6 +24,8 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "generated_samples",
                     "reference_stats",
                     "feature_network",
+                    "clip_model",
+                    "text_features",
                     "params:evaluation",
                 ],
                 outputs="evaluation_metrics",

@@ -39,7 +39,12 @@ def build_image_features(
     paths: dict,
 ) -> str:
     """Manifest -> sharded feature store: pixels, or VAE posterior moments of each image (and of its
-    mirror image when `features.flip`, §7.1)."""
+    mirror image when `features.flip`, §7.1). COCO manifests hold both splits: the store holds the
+    training images (val2014 only conditions evaluation samples through its captions)."""
+    if "split" in image_manifest.columns:
+        image_manifest = image_manifest[image_manifest["split"] == "train2014"].reset_index(
+            drop=True
+        )
     meta = {
         "source": data["source"],
         "kind": features["kind"],
@@ -80,5 +85,6 @@ def build_image_features(
         workers=data["workers"],
         array_source=in_memory_source(raw_images, data["source"], data["split"]),
         encoder=encoder,
+        flip=features["flip"],
     )
     return str(out)

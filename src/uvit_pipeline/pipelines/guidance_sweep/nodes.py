@@ -60,7 +60,7 @@ def sweep_guidance(
         )
         folder = staging_dir(paths["staging"], "sweep", spec)
         run_sampling(spec, Path(folder), params["num_processes"])
-        metrics = score_samples(str(folder), reference_stats, feature_network, params)
+        metrics = score_samples(str(folder), reference_stats, feature_network, None, None, params)
         log.info("CFG scale %s: %s", scale, metrics)
         results.append({"cfg_scale": float(scale), **metrics})
     table = {"results": results}

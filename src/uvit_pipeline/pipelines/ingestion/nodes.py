@@ -7,6 +7,7 @@ import logging
 import pandas as pd
 
 from uvit_pipeline.data import ingest
+from uvit_pipeline.data.coco import scan_coco
 
 log = logging.getLogger(__name__)
 
@@ -21,8 +22,8 @@ def ingest_images(raw_images: str, data: dict) -> tuple[pd.DataFrame, pd.DataFra
         report = pd.DataFrame({"path": pd.Series(dtype=str), "reason": pd.Series(dtype=str)})
     elif source == "celeba":
         manifest, report = ingest.scan_celeba(raw_images, split=split, workers=workers)
-    else:  # COCO 2014: the manifest carries each image's captions for the text features
-        manifest, report, _captions = ingest.scan_coco(raw_images, split=split, workers=workers)
+    else:  # COCO 2014, both splits: train images and captions, val captions for evaluation
+        manifest, report = scan_coco(raw_images, workers=workers)
     manifest.attrs["raw_root"] = str(raw_images)
     log.info(
         "Ingested %d images from %s (%d files rejected, see ingestion_report)",

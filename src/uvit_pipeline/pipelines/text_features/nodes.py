@@ -1,0 +1,62 @@
+"""Nodes of the `text_features` pipeline (text-to-image experiments)."""
+
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+
+from uvit_pipeline.data.feature_store import FeatureStore
+from uvit_pipeline.pipelines._staging import manifest_id, staging_dir
+
+log = logging.getLogger(__name__)
+
+
+def build_text_features(
+    image_manifest: pd.DataFrame,
+    image_features: str,
+    text_encoder: str,
+    text: dict,
+    model: dict,
+    paths: dict,
+) -> str:
+    """Every caption of every image -> the text encoder's last hidden state (fp16, §7.3), in the
+    image store's row order for train2014 and the manifest's for val2014; plus the encoded empty
+    prompt (the null context of guidance) and the visualisation prompts."""
+    import torch
+
+    from uvit_pipeline.data.text_features import extract_text_features
+    from uvit_pipeline.encoders.text import check_clip_dim, load_text_encoder, text_encoder_identity
+    from uvit_pipeline.models import resolve_kwargs
+
+    device = torch.device(text["device"])
+    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    encoder = load_text_encoder(text_encoder, device=device, dtype=dtype)
+    kwargs = resolve_kwargs(
+        model.get("preset"), **{k: v for k, v in model.items() if k != "preset"}
+    )
+    check_clip_dim(kwargs.get("clip_dim"), encoder)  # before any compute
+    val = image_manifest[image_manifest["split"] == "val2014"]
+    image_rows = {
+        "train2014": FeatureStore(image_features).manifest["image_id"].tolist(),
+        "val2014": val["image_id"].tolist(),
+    }
+    identity = {
+        "encoder": text_encoder_identity(encoder, text["max_length"]),
+        "manifest": manifest_id(image_manifest),
+        "store": image_rows["train2014"][:8] + [len(image_rows["train2014"])],
+        "prompts": text["prompts"],
+        "shard_size": text["shard_size"],
+    }
+    out = staging_dir(paths["staging"], "text-features", identity)
+    extract_text_features(
+        image_manifest,
+        out,
+        encoder,
+        batch_size=text["batch_size"],
+        shard_size=text["shard_size"],
+        prompts=text["prompts"],
+        image_rows=image_rows,
+        max_length=text["max_length"],
+    )
+    return str(out)
