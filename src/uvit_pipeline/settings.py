@@ -6,9 +6,13 @@ from pathlib import Path
 
 from kedro.config import OmegaConfigLoader
 
+from uvit_pipeline.warning_filters import install as install_warning_filters
+
 # Telemetry never prompts or phones home for this project (the `.telemetry` file says the same).
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+
+install_warning_filters()
 
 
 def data_tag(name: str, default_root: str, root: str | None = None) -> str:

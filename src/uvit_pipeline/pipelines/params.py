@@ -14,6 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import click
+
 Check = Callable[[str, Any], None]
 
 # Keys that only exist as `--params` values read by the configuration itself (catalog / mlflow.yml
@@ -21,8 +23,13 @@ Check = Callable[[str, Any], None]
 RUNTIME_ONLY = ("data_root", "mlflow_tracking_uri", "prompt_file")
 
 
-class ParameterError(ValueError):
-    """A parameter is unknown or invalid; the message names it and says what to change."""
+class ParameterError(click.ClickException, ValueError):
+    """A parameter is unknown or invalid; the message names it and says what to change. On the
+    command line it ends the run with that one message (click prints `Error: ...`), not a traceback."""
+
+    def __init__(self, message: str):
+        click.ClickException.__init__(self, message)
+        ValueError.__init__(self, message)
 
 
 # --- value checks ------------------------------------------------------------------------------
