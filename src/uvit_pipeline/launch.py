@@ -8,7 +8,6 @@ settings from the `launcher.*` parameters down to the command line.
 
 from __future__ import annotations
 
-import codecs
 import dataclasses
 import logging
 import os
@@ -173,13 +172,27 @@ def run_under_accelerate(
         )
 
 
+# Child log lines from this logger are progress reports: the parent re-logs them (console and the
+# project's info.log) instead of echoing them, so a long run's progress and ETA reach the log file.
+PROGRESS_LOGGER = "uvit_pipeline.progress"
+
+
+def _echo(line: bytes, out: list[str]) -> None:
+    text = line.decode(errors="replace")
+    marker = f" {PROGRESS_LOGGER}: "
+    if marker in text:
+        logging.getLogger(PROGRESS_LOGGER).info(text.split(marker, 1)[1].rstrip())
+    else:
+        out.append(text)
+
+
 def _run_tee(
     cmd: list[str], env: dict, log_path: Path, tail_lines: int = 60
 ) -> tuple[int, list[str]]:
-    """Run `cmd` in its own process group, copying its output to stdout and `log_path`."""
+    """Run `cmd` in its own process group, copying its output to stdout and `log_path`
+    (progress reports go through logging instead, see `PROGRESS_LOGGER`)."""
     tail: deque[str] = deque(maxlen=tail_lines)
     pending = b""
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
             cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
@@ -188,11 +201,17 @@ def _run_tee(
             while chunk := proc.stdout.read1(65536):
                 log.write(chunk)
                 log.flush()
-                sys.stdout.write(decoder.decode(chunk))
-                sys.stdout.flush()
                 pending += chunk
                 *lines, pending = pending.split(b"\n")
-                tail.extend(line.decode(errors="replace") + "\n" for line in lines)
+                out: list[str] = []
+                for line in lines:
+                    _echo(line, out)
+                    tail.append(line.decode(errors="replace") + "\n")
+                if b"\r" in pending:  # a progress bar redrawing its line: show it as it goes
+                    *bars, pending = pending.split(b"\r")
+                    out += [b.decode(errors="replace") + "\r" for b in bars]
+                sys.stdout.write("".join(t if t.endswith("\r") else t + "\n" for t in out))
+                sys.stdout.flush()
             rc = proc.wait()
         except BaseException:
             # Parent interrupted (Ctrl-C, Kedro failure): do not leave orphaned ranks holding devices.
@@ -201,4 +220,5 @@ def _run_tee(
             raise
     if pending:
         tail.append(pending.decode(errors="replace"))
+        sys.stdout.write(pending.decode(errors="replace"))
     return rc, list(tail)

@@ -29,6 +29,7 @@ from .ema import create_ema, ema_update
 from .monitor import JsonlWriter, param_hash, peak_flops, peak_memory_bytes, reset_peak_memory, sync
 
 logger = logging.getLogger(__name__)
+progress = logging.getLogger("uvit_pipeline.progress")  # launch.PROGRESS_LOGGER
 
 
 @dataclass
@@ -204,6 +205,15 @@ def _init_trackers(config: TrainConfig) -> Accelerator:
     return accelerator
 
 
+def _report_progress(step: int, n_steps: int, loss: float, steps_s: float) -> None:
+    """One line per log interval for the parent's log file (launch.PROGRESS_LOGGER)."""
+    eta = (n_steps - step) / max(steps_s, 1e-9)
+    progress.info(
+        "step %d/%d (%.0f%%), loss %.4f, %.1f steps/s, ETA %d min %02d s",
+        step, n_steps, 100 * step / n_steps, loss, steps_s, eta // 60, eta % 60,
+    )  # fmt: skip
+
+
 def train(config: TrainConfig) -> Path:
     """Train (resuming from the newest complete state by default) and return `run_dir/final`."""
     accelerator = _init_trackers(config)
@@ -290,6 +300,8 @@ def train(config: TrainConfig) -> Path:
             metrics.write(record)
             accelerator.log({k: v for k, v in record.items() if k != "step"}, step=step)
             bar.set_postfix(loss=f"{last_loss:.4f}")
+            if is_main:
+                _report_progress(step, config.n_steps, last_loss, steps_s)
             loss_sum.zero_()
             reset_peak_memory(device)
             n_loss, t_log, step_log = 0, time.time(), step
