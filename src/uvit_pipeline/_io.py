@@ -13,6 +13,7 @@ import os
 import shutil
 import socket
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -131,40 +132,69 @@ class LockedError(RuntimeError):
 class StagingLock:
     """An exclusive, advisory lock on a staging folder, held for the life of a run.
 
-    The lock is `fcntl.flock` on `<folder>/.lock`, released by the kernel when the holder dies (also on
-    `kill -9`), so a crashed run never leaves a stale lock; the file records the holder's pid and host
-    for the error message of a second run.
+    The lock is `fcntl.flock` on `<parent>/.<name>.lock`, a file NEXT TO the folder (so a finished
+    folder can be renamed away while still locked, and the folder itself holds only results). The
+    kernel releases it when the holder dies (also on `kill -9`), so a crashed run never leaves a
+    stale lock; the file records the holder's pid and host for the error message of a second run.
+    The lock file is never deleted: unlinking a lock file lets two later runs lock different inodes.
+    A flock belongs to one open file, so a second `StagingLock` on the same folder conflicts even in
+    the same process (two threads, or a writer object that was never closed).
     """
+
+    # A killed holder's lock goes only when the kernel has finished tearing the process down (tens
+    # of ms after SIGKILL; seconds for a process with a GPU context), so a conflict is retried this
+    # long before it is reported.
+    wait_s = 10.0
 
     def __init__(self, folder: str | os.PathLike, what: str = "staging folder"):
         self.folder = Path(folder)
         self.what = what
+        self.path = self.folder.parent / f".{self.folder.name}.lock"
         self._fd: int | None = None
 
     def acquire(self) -> StagingLock:
         import fcntl
 
-        self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.folder / ".lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        if self._fd is not None:
+            return self
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + self.wait_s
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise
+                    time.sleep(0.05)
         except BlockingIOError:
             holder = os.pread(fd, 512, 0).decode(errors="replace").strip() or "unknown holder"
             os.close(fd)
             raise LockedError(
-                f"{self.what} {self.folder} is in use by another run ({holder}); wait for it to "
-                "finish, or stop it, before running the same step again"
+                f"{self.what} {self.folder} is in use by another run ({holder}; lock file "
+                f"{self.path}); wait for it to finish, or stop it, before running the same step again"
             ) from None
+        except BaseException:
+            os.close(fd)
+            raise
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} on host {socket.gethostname()}\n".encode(), 0)
         self._fd = fd
         return self
 
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
     def release(self) -> None:
         if self._fd is not None:
             os.close(self._fd)  # closing the descriptor drops the flock
             self._fd = None
+
+    def __del__(self) -> None:  # a forgotten lock dies with its object, as with its process
+        self.release()
 
     def __enter__(self) -> StagingLock:
         return self.acquire()

@@ -43,6 +43,10 @@ class LaunchSpec:
     mixed_precision: str = "no"
     cpu: bool = False
 
+    def __post_init__(self) -> None:
+        if self.mixed_precision is False:  # YAML reads an unquoted `no` as False
+            object.__setattr__(self, "mixed_precision", "no")
+
     @classmethod
     def from_params(cls, launcher: dict, **overrides) -> LaunchSpec:
         """From the `launcher` parameter section; unknown keys raise `ValueError` naming them."""
@@ -66,8 +70,10 @@ class LaunchSpec:
         if self.num_machines > 1 and not self.main_process_ip:
             raise ValueError("launcher.main_process_ip is required when launcher.num_machines > 1")
         if self.mixed_precision not in ("no", "fp16", "bf16"):
+            hint = " (YAML reads an unquoted yes/true/on as a boolean)"
             raise ValueError(
-                f"mixed_precision must be one of ['no', 'fp16', 'bf16'], got {self.mixed_precision!r}"
+                "mixed_precision must be one of ['no', 'fp16', 'bf16'], got "
+                f"{self.mixed_precision!r}{hint if self.mixed_precision is True else ''}"
             )
         return self
 

@@ -35,13 +35,12 @@ def _data(n, seed=0):
 
 def _write(root, n=10, batch=3, shard_size=4, start=0, stop_after=None):
     x, label, rows = _data(n)
-    w = FeatureStoreWriter(root, META, FIELDS, shard_size=shard_size)
-    for i in range(max(start, w.resume_row), n, batch):
-        if stop_after is not None and i >= stop_after:
-            raise RuntimeError("simulated crash")
-        j = min(i + batch, n)
-        w.add({"x": x[i:j], "label": label[i:j]}, rows[i:j])
-    w.close()
+    with FeatureStoreWriter(root, META, FIELDS, shard_size=shard_size) as w:
+        for i in range(max(start, w.resume_row), n, batch):
+            if stop_after is not None and i >= stop_after:
+                raise RuntimeError("simulated crash")  # the writer releases its lock, as in a crash
+            j = min(i + batch, n)
+            w.add({"x": x[i:j], "label": label[i:j]}, rows[i:j])
     return x, label
 
 
@@ -157,6 +156,7 @@ def test_resume_after_crash_equals_uninterrupted(tmp_path, stop_after):
         _write(tmp_path / "s", n=14, batch=2, stop_after=stop_after)
     w = FeatureStoreWriter(tmp_path / "s", META, FIELDS, 4)
     assert w.resume_row == (stop_after // 4) * 4  # a partial shard is redone
+    w.release()
     _write(tmp_path / "s", n=14, batch=2)
     ref, got = FeatureStore(tmp_path / "ref"), FeatureStore(tmp_path / "s")
     assert len(got) == 14
@@ -172,6 +172,7 @@ def test_resume_when_crashed_during_close(tmp_path):
     w = FeatureStoreWriter(tmp_path / "s", META, FIELDS, 4)
     w.add({"x": x, "label": label}, rows)
     w._flush()  # what close() does first
+    w.release()  # the crashed process's lock dies with it
     w = FeatureStoreWriter(tmp_path / "s", META, FIELDS, 4)
     assert w.resume_row == 6
     with pytest.raises(RuntimeError, match="complete"):

@@ -21,11 +21,22 @@ TINY = {
     "demo": {"n_per_class": 4, "image_size": 32},
     "data": {"workers": 1},
     "features": {"shard_size": 16, "batch_size": 8},
-    "training": {"batch_size": 8, "n_steps": 6, "warmup_steps": 2, "log_interval": 2,
-                 "save_interval": 3, "data": {"num_workers": 0}},
+    "training": {
+        "batch_size": 8,
+        "n_steps": 6,
+        "warmup_steps": 2,
+        "log_interval": 2,
+        "save_interval": 3,
+        "data": {"num_workers": 0},
+    },
     "fid": {"batch_size": 16, "classifier": {"steps": 5, "batch_size": 16}},
-    "evaluation": {"steps": 3, "n_samples": 8, "batch_size": 4, "grid_columns": 2,
-                   "cfg_sweep": [0.0, 1.0]},
+    "evaluation": {
+        "steps": 3,
+        "n_samples": 8,
+        "batch_size": 4,
+        "grid_columns": 2,
+        "cfg_sweep": [0.0, 1.0],
+    },
     "generate": {"steps": 3, "n_per_condition": 2},
 }
 

@@ -31,7 +31,9 @@ def test_environment_matches_official_config(env):
     t, ev = p["training"], p["evaluation"]
     defaults = official_script_defaults()
     assert p["model"]["preset"] == env
-    model = resolve_kwargs(p["model"]["preset"], **{k: v for k, v in p["model"].items() if k != "preset"})
+    model = resolve_kwargs(
+        p["model"]["preset"], **{k: v for k, v in p["model"].items() if k != "preset"}
+    )
     assert model == OFFICIAL_CONFIGS[env]
     assert t["schedule"] == o["schedule"]
     assert t["lr"] == o["optimizer.lr"]

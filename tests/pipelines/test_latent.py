@@ -175,7 +175,8 @@ def test_interrupted_extraction_resumes_without_duplicates(
     monkeypatch.setattr(ae, "encode_moments", flaky)
     with pytest.raises(RuntimeError, match="simulated crash"):
         build_image_features(str(raw[0]), raw[1], features_params(vae_dir), DATA)
-    staging = next(Path("data/04_feature/.staging").iterdir())
+    # the staging folder (its lock file `.<name>.lock` lies next to it)
+    staging = next(p for p in Path("data/04_feature/.staging").iterdir() if p.is_dir())
     # two shards committed (a manifest part is a shard's commit mark), the store is not complete
     assert sorted(f.name for f in (staging / "manifest-parts").glob("*.parquet")) == [
         "00000.parquet",

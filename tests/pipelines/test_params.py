@@ -50,7 +50,9 @@ def test_every_section_of_base_is_in_the_schema_and_valid(demo):
     ],
 )
 def test_unknown_keys_are_refused_everywhere(demo, dotted, suggestion):
-    with pytest.raises(ParameterError, match=rf"{dotted.replace('.', '[.]')} is not a known") as err:
+    with pytest.raises(
+        ParameterError, match=rf"{dotted.replace('.', '[.]')} is not a known"
+    ) as err:
         validate_all(with_value(demo, dotted, 1))
     if suggestion:
         assert f"did you mean {suggestion!r}" in str(err.value)
@@ -88,7 +90,9 @@ def test_runtime_params_nothing_reads_are_refused():
     conf = ROOT / "conf"
     check_runtime_params({"training": {"lr": 1.0}}, conf, "demo")
     check_runtime_params({"data_root": "/x"}, conf, "cifar10_uvit_small")
-    with pytest.raises(ParameterError, match="data_rot: not a known parameter; did you mean 'data_root'"):
+    with pytest.raises(
+        ParameterError, match="data_rot: not a known parameter; did you mean 'data_root'"
+    ):
         check_runtime_params({"data_rot": "/x"}, conf, "cifar10_uvit_small")
     with pytest.raises(ParameterError, match="data_root=... is not used by environment 'demo'"):
         check_runtime_params({"data_root": "/x"}, conf, "demo")

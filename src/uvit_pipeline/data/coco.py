@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .images import DEFAULT_MAX_PIXELS
 from .ingest import CHECKSUM_ALGORITHM, _Item, _report_frame, _require_dir, _validate
 
 __all__ = [
@@ -174,6 +175,7 @@ def scan_coco(
     splits: Sequence[str] = COCO_SPLITS,
     workers: int | None = None,
     progress: bool = True,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Scan COCO 2014 under `root` -> (manifest, report); manifest ordered by (split, image id).
 
@@ -208,7 +210,7 @@ def scan_coco(
     if not items:
         raise ValueError(f"no captioned COCO images found for {list(splits)} under {root}")
     extra_cols = ["image_id", "split", "captions", "n_captions", "caption_ids"]
-    manifest, bad = _validate(items, workers, progress, "scan coco", extra_cols)
+    manifest, bad = _validate(items, workers, progress, "scan coco", extra_cols, max_pixels)
     report.extend(bad)
     if manifest.empty:
         raise ValueError(f"no valid COCO images for {list(splits)} under {root}")

@@ -1,14 +1,20 @@
 """Sharded feature store: streaming, resumable writer and memory-mapped reader (architecture §5).
 
-Directory layout (docs/data.md):
-  meta.json                       caller meta + fields/shard_size (+ num_rows, complete=True at close)
+Directory layout (docs/data.md, docs/reliability.md):
+  meta.json                       caller meta + fields/shard_size; at close also num_rows, num_skipped,
+                                  checksums (sha256 per shard file), manifest_sha256, content_id
   shard-00000.<field>.npy         fixed-shape arrays, `shard_size` rows (the last shard may be short)
+  manifest-parts/00000.json       sha256 of the shard's files + skipped inputs, written with the shard
   manifest-parts/00000.parquet    manifest rows of one shard; written last = the shard's commit mark
   manifest.parquet                all rows (row, shard, offset, label, caller columns), at close
+  report.parquet                  inputs skipped by the producer (path, reason, ...), at close
+A writer holds a `StagingLock` (`<parent>/.<name>.lock`) for its life, so two runs never write the
+same folder; a reader checks the layout on opening and the checksums in `verify()`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -19,30 +25,108 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
+from tqdm.auto import tqdm
 
-from .._io import atomic_write
+from .._io import StagingLock, atomic_write, atomic_write_json
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: per-shard sha256, content_id, skipped-input report
+# Keys that change as writing progresses (or are written at close).
+_STATE_KEYS = (
+    "num_rows",
+    "num_shards",
+    "num_skipped",
+    "checksums",
+    "manifest_sha256",
+    "content_id",
+    "complete",
+)
 # Keys the store itself owns; caller meta may not use them.
-RESERVED_KEYS = ("format_version", "fields", "shard_size", "num_rows", "num_shards", "complete")
-_STATE_KEYS = ("num_rows", "num_shards", "complete")  # change as writing progresses
+RESERVED_KEYS = ("format_version", "fields", "shard_size", *_STATE_KEYS)
 _PARTS = "manifest-parts"
 _FIELD_RE = re.compile(r"^[A-Za-z][A-Za-z0-9]*$")
+REPORT_COLUMNS = ["path", "reason"]
+_NPY_HEADER_READERS = {
+    (1, 0): np.lib.format.read_array_header_1_0,
+    (2, 0): np.lib.format.read_array_header_2_0,
+}
 
 
 class FeatureStoreMismatch(ValueError):
     """A store's meta differs from what the caller expects; `mismatches` = {key: (store, expected)}."""
 
-    def __init__(self, root, mismatches: dict):
+    def __init__(self, root, mismatches: dict, hint: str = ""):
         self.mismatches = mismatches
         lines = [f"  {k}: store={s!r} expected={e!r}" for k, (s, e) in mismatches.items()]
-        super().__init__(f"feature store {root} does not match:\n" + "\n".join(lines))
+        msg = f"feature store {root} does not match:\n" + "\n".join(lines)
+        super().__init__(msg + (f"\n{hint}" if hint else ""))
 
 
 class FeatureStoreIncomplete(RuntimeError):
     """The store exists but its writer has not finished (re-run the writer to resume)."""
+
+
+class FeatureStoreCorrupt(RuntimeError):
+    """A store's files are damaged or inconsistent; the message names the file and the problem."""
+
+    def __init__(self, root, problem: str):
+        self.root = Path(root)
+        super().__init__(
+            f"feature store {root} is damaged: {problem}. Re-extract it (delete {root} and re-run "
+            "the feature extraction)"
+        )
+
+
+def _read_meta(root: Path) -> dict:
+    path = root / "meta.json"
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise FeatureStoreCorrupt(root, f"{path} is not valid JSON ({e})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("fields"), dict):
+        raise FeatureStoreCorrupt(root, f"{path} holds no 'fields' mapping")
+    return meta
+
+
+def file_sha256(path: Path, bar=None) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+            if bar is not None:
+                bar.update(len(chunk))
+    return h.hexdigest()
+
+
+def content_id(checksums: dict, manifest_sha256: str) -> str:
+    """Identity of a complete store: sha256 over its shard checksums and its manifest file."""
+    key = json.dumps({"checksums": checksums, "manifest_sha256": manifest_sha256}, sort_keys=True)
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class _HashingFile:
+    """Write-through file wrapper that hashes what is written (np.save streams into it)."""
+
+    def __init__(self, f):
+        self.f, self.sha = f, hashlib.sha256()
+
+    def write(self, b) -> int:
+        self.sha.update(b)
+        return self.f.write(b)
+
+
+def _save_npy(path: Path, arr: np.ndarray) -> str:
+    """np.save `arr` to `path` atomically; returns the sha256 of the bytes written."""
+    out = {}
+
+    def write(f) -> None:
+        hashing = _HashingFile(f)
+        np.save(hashing, arr)
+        out["sha256"] = hashing.sha.hexdigest()
+
+    atomic_write(path, write)
+    return out["sha256"]
 
 
 def _jsonable(obj):
@@ -66,6 +150,10 @@ def _part_file(root: Path, shard: int) -> Path:
     return root / _PARTS / f"{shard:05d}.parquet"
 
 
+def _sums_file(root: Path, shard: int) -> Path:
+    return root / _PARTS / f"{shard:05d}.json"
+
+
 def _normalise_fields(fields: dict) -> dict:
     """{name: (shape, dtype)} -> {name: {"shape": [...], "dtype": str}} (validated)."""
     if "label" not in fields:
@@ -85,7 +173,12 @@ def _normalise_fields(fields: dict) -> dict:
 
 
 class FeatureStoreWriter:
-    """Streaming, resumable writer; holds at most one shard in memory."""
+    """Streaming, resumable writer; holds at most one shard in memory and the folder's lock.
+
+    Use it as a context manager (or call `close()` / `release()`): a writer that raised, or that
+    left its `with` block through an exception, keeps its committed shards and releases the lock,
+    like a crashed process; a new writer on the same folder resumes.
+    """
 
     def __init__(self, root, meta: dict, fields: dict, shard_size: int = 1024):
         if shard_size < 1:
@@ -106,7 +199,15 @@ class FeatureStoreWriter:
         )
         self._complete = False
         self._short = False  # a short shard exists: only the final shard may be short
-        self._open()
+        self._checksums: dict[str, str] = {}  # shard file name -> sha256, committed shards
+        self._skipped: list[dict] = []  # skipped-input records of committed shards
+        self._pending_skips: list[dict] = []
+        self._lock = StagingLock(self.root, "feature store").acquire()
+        try:
+            self._open()
+        except BaseException:
+            self._lock.release()
+            raise
         self._buf = {
             k: np.empty((self.shard_size, *f["shape"]), dtype=f["dtype"])
             for k, f in self.fields.items()
@@ -117,12 +218,18 @@ class FeatureStoreWriter:
     def _open(self) -> None:
         meta_path = self.root / "meta.json"
         if meta_path.is_file():
-            disk = json.loads(meta_path.read_text())
+            disk = _read_meta(self.root)
             mismatch = _diff({k: v for k, v in disk.items() if k not in _STATE_KEYS}, self._meta)
             extra = set(disk) - set(self._meta) - set(_STATE_KEYS)
             mismatch.update({k: (disk[k], "<missing>") for k in sorted(extra)})
             if mismatch:
-                raise FeatureStoreMismatch(self.root, mismatch)
+                raise FeatureStoreMismatch(
+                    self.root,
+                    mismatch,
+                    f"{self.root} holds an extraction (finished or interrupted) made with other "
+                    "settings. To resume or reuse it, re-run with the original settings (the "
+                    f"'store=' values); to start over with the new settings, delete {self.root}.",
+                )
             self._complete = bool(disk.get("complete"))
         elif any(self.root.glob("shard-*.npy")):
             raise FileExistsError(f"{self.root} holds shards but no meta.json; refusing to mix")
@@ -132,11 +239,17 @@ class FeatureStoreWriter:
         if self._complete:
             self._shard, self._done = int(disk["num_shards"]), int(disk["num_rows"])
             return
-        # A shard counts only if its manifest part (written last) and every field file exist.
+        # A shard counts only if its manifest part (written last), its checksum file and every
+        # field file exist.
         self._shard, self._done = 0, 0
-        while _part_file(self.root, self._shard).is_file() and all(
-            _shard_file(self.root, self._shard, k).is_file() for k in self.fields
+        while (
+            _part_file(self.root, self._shard).is_file()
+            and _sums_file(self.root, self._shard).is_file()
+            and all(_shard_file(self.root, self._shard, k).is_file() for k in self.fields)
         ):
+            sums = json.loads(_sums_file(self.root, self._shard).read_text(encoding="utf-8"))
+            self._checksums.update(sums["sha256"])
+            self._skipped.extend(sums["skipped"])
             n = pq.read_metadata(_part_file(self.root, self._shard)).num_rows
             self._done += n
             self._shard += 1
@@ -146,7 +259,10 @@ class FeatureStoreWriter:
         for stale in self.root.glob("shard-*.npy"):  # shards after the first gap are redone
             if int(stale.name.split(".")[0][len("shard-") :]) >= self._shard:
                 stale.unlink()
-        for stale in (self.root / _PARTS).glob("*.parquet"):
+        for stale in [
+            *(self.root / _PARTS).glob("*.parquet"),
+            *(self.root / _PARTS).glob("*.json"),
+        ]:
             if int(stale.stem) >= self._shard:
                 stale.unlink()
         if self._done:
@@ -155,8 +271,8 @@ class FeatureStoreWriter:
             )
         self._write_meta(complete=False)
 
-    def _write_meta(self, complete: bool) -> None:
-        state = {"num_rows": self._done, "num_shards": self._shard, "complete": complete}
+    def _write_meta(self, complete: bool, **extra) -> None:
+        state = {"num_rows": self._done, "num_shards": self._shard, "complete": complete, **extra}
         text = json.dumps({**self._meta, **state}, indent=1, sort_keys=True).encode()
         self.root.mkdir(parents=True, exist_ok=True)
         atomic_write(self.root / "meta.json", lambda f: f.write(text))
@@ -166,11 +282,58 @@ class FeatureStoreWriter:
         """Rows committed in complete shards; feed data from this row on."""
         return self._done
 
+    @property
+    def complete(self) -> bool:
+        return self._complete
+
+    @property
+    def space(self) -> int:
+        """Rows that still fit into the shard being filled (a batch of this size commits it)."""
+        return self.shard_size - len(self._rows)
+
+    def last_committed(self, column: str) -> int | None:
+        """Largest `column` value in the last committed shard's rows and in committed skip records.
+
+        A producer that records its input position in `column` (of rows and skip records) and
+        never lets a batch cross a shard boundary (see `space`) resumes after this position.
+        """
+        values = [r[column] for r in self._skipped if column in r]
+        if self._shard > 0:
+            part = pq.read_table(_part_file(self.root, self._shard - 1))
+            if column in part.column_names:
+                values.extend(part.column(column).to_pylist())
+        return max(values) if values else None
+
     # -- writing ---------------------------------------------------------------------------
-    def add(self, batch: dict, rows=None) -> None:
-        """Append a batch: `batch[field]` arrays (B, *shape); `rows` = B manifest dicts/DataFrame."""
+    def _require_lock(self) -> None:
+        if not self._lock.held:
+            raise RuntimeError(
+                f"this writer of {self.root} failed or was released; open a new "
+                "FeatureStoreWriter to resume from the committed shards"
+            )
+
+    def _check_usable(self) -> None:
         if self._complete or self._short:
             raise RuntimeError(f"feature store {self.root} is already complete; nothing to add")
+        self._require_lock()
+
+    def skip(self, records) -> None:
+        """Record inputs the producer skipped (dicts with at least `path` and `reason`).
+
+        They are committed with the next shard and end up in `report.parquet`; meta.json's
+        `num_skipped` counts them.
+        """
+        self._check_usable()
+        if isinstance(records, pd.DataFrame):
+            records = records.to_dict("records")
+        for r in records:
+            if not {"path", "reason"} <= set(r):
+                raise ValueError(f"skip records need 'path' and 'reason', got {sorted(r)}")
+        self._pending_skips.extend(_jsonable(list(records)))
+
+    def add(self, batch: dict, rows=None) -> None:
+        """Append a batch: `batch[field]` arrays (B, *shape); `rows` = B manifest dicts/DataFrame."""
+        self._check_usable()
         missing = set(self.fields) - set(batch)
         if missing or set(batch) - set(self.fields):
             raise ValueError(f"batch fields {sorted(batch)} != store fields {sorted(self.fields)}")
@@ -202,16 +365,21 @@ class FeatureStoreWriter:
             self._rows.extend(rows[i : i + take])
             i += take
             if len(self._rows) == self.shard_size:
-                self._flush()
+                try:
+                    self._flush()
+                except BaseException:
+                    self.release()  # like a crash: committed shards stay for a resume
+                    raise
 
     def _flush(self) -> None:
         """Commit the buffered rows as shard `self._shard` (fields first, manifest part last)."""
         n = len(self._rows)
         if n == 0:
             return
+        sums = {}
         for k in self.fields:
-            arr = self._buf[k][:n]
-            atomic_write(_shard_file(self.root, self._shard, k), lambda f, a=arr: np.save(f, a))
+            path = _shard_file(self.root, self._shard, k)
+            sums[path.name] = _save_npy(path, self._buf[k][:n])
         part = pd.DataFrame(self._rows)
         labels = self._buf["label"][:n]
         if "label" in part and not np.array_equal(part["label"].to_numpy(), labels):
@@ -222,46 +390,92 @@ class FeatureStoreWriter:
         part.insert(1, "shard", np.full(n, self._shard, dtype=np.int64))
         part.insert(2, "offset", np.arange(n, dtype=np.int64))
         part.insert(3, "label", labels.astype(np.int64))
+        atomic_write_json(
+            _sums_file(self.root, self._shard), {"sha256": sums, "skipped": self._pending_skips}
+        )
         atomic_write(_part_file(self.root, self._shard), lambda f: part.to_parquet(f, index=False))
+        self._checksums.update(sums)
+        self._skipped.extend(self._pending_skips)
+        self._pending_skips = []
         self._done += n
         self._shard += 1
         self._rows = []
 
     def close(self) -> None:
-        """Write the final (possibly short) shard, manifest.parquet, and mark meta complete."""
+        """Write the final (possibly short) shard, manifest.parquet, report.parquet, checksums and
+        content_id, and mark meta complete; releases the lock."""
         if self._complete:
+            self.release()
             return
+        self._require_lock()
+        try:
+            self._close()
+        finally:
+            self.release()
+
+    def _close(self) -> None:
         self._flush()
         parts = [pd.read_parquet(_part_file(self.root, s)) for s in range(self._shard)]
         if not parts:
             raise ValueError(f"feature store {self.root}: no rows were added")
         manifest = pd.concat(parts, ignore_index=True)
         atomic_write(self.root / "manifest.parquet", lambda f: manifest.to_parquet(f, index=False))
-        self._write_meta(complete=True)
+        skipped = self._skipped + self._pending_skips
+        report = pd.DataFrame(
+            skipped, columns=sorted({*REPORT_COLUMNS, *(k for r in skipped for k in r)})
+        )
+        # path, reason first; the order must not depend on resumes (checksum files sort keys)
+        report = report[REPORT_COLUMNS + [c for c in report.columns if c not in REPORT_COLUMNS]]
+        atomic_write(self.root / "report.parquet", lambda f: report.to_parquet(f, index=False))
+        manifest_sha = file_sha256(self.root / "manifest.parquet")
+        checksums = dict(sorted(self._checksums.items()))
+        self._write_meta(
+            complete=True,
+            num_skipped=len(skipped),
+            checksums=checksums,
+            manifest_sha256=manifest_sha,
+            content_id=content_id(checksums, manifest_sha),
+        )
         self._complete = True
         for s in range(self._shard):
             _part_file(self.root, s).unlink(missing_ok=True)
+            _sums_file(self.root, s).unlink(missing_ok=True)
         log.info(
-            "feature store %s complete: %d rows in %d shards", self.root, self._done, self._shard
+            "feature store %s complete: %d rows in %d shards, %d inputs skipped",
+            self.root,
+            self._done,
+            self._shard,
+            len(skipped),
         )
+
+    def release(self) -> None:
+        """Stop writing without finishing: committed shards stay for a resume; drops the lock."""
+        self._lock.release()
 
     def __enter__(self) -> FeatureStoreWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:  # on error keep the committed shards for resume
+        if exc_type is None:
             self.close()
+        else:  # on error keep the committed shards for resume
+            self.release()
 
 
 class FeatureStore:
-    """Read-only view of a complete store; shards are memory-mapped lazily, per process."""
+    """Read-only view of a complete store; shards are memory-mapped lazily, per process.
+
+    Opening checks the layout (meta.json parses, every shard file exists with the shape, dtype and
+    size meta.json implies, row counts agree with the manifest); `verify()` checks the content
+    (sha256 of every file) and `check_labels()` the label range, before training.
+    """
 
     def __init__(self, root, max_open_shards: int = 128):
         self.root = Path(root)
         meta_path = self.root / "meta.json"
         if not meta_path.is_file():
             raise FileNotFoundError(f"no feature store at {self.root} (missing meta.json)")
-        self._meta = json.loads(meta_path.read_text())
+        self._meta = _read_meta(self.root)
         if not self._meta.get("complete"):
             raise FeatureStoreIncomplete(
                 f"feature store {self.root} is incomplete ({self._meta.get('num_rows', 0)} rows "
@@ -273,6 +487,138 @@ class FeatureStore:
         self._manifest = None
         self._maps: OrderedDict = OrderedDict()
         self._pid = os.getpid()
+        self._check_layout()
+
+    def _check_layout(self) -> None:
+        """Every file meta.json implies exists with the right shape and size (cheap: headers only)."""
+        n, size = self._len, self._shard_size
+        n_shards = int(self._meta["num_shards"])
+        if n < 1 or n_shards != -(-n // size):
+            raise FeatureStoreCorrupt(
+                self.root, f"meta.json says {n} rows in {n_shards} shards of {size}"
+            )
+        manifest = self.root / "manifest.parquet"
+        if not manifest.is_file():
+            raise FeatureStoreCorrupt(self.root, f"{manifest} is missing")
+        try:
+            m_rows = pq.read_metadata(manifest).num_rows
+        except Exception as e:  # pyarrow raises several types for a damaged file
+            raise FeatureStoreCorrupt(self.root, f"{manifest} is unreadable ({e})") from None
+        if m_rows != n:
+            raise FeatureStoreCorrupt(
+                self.root, f"{manifest} has {m_rows} rows but meta.json says {n}"
+            )
+        last = n_shards - 1
+        for field, (shape, dtype) in self.fields.items():
+            # Headers of the first and last shard are read; full shards share one shape, hence one
+            # file size, so the others only need a stat (opening stays cheap for 1000s of shards).
+            full = self._check_npy(_shard_file(self.root, 0, field), (min(size, n), *shape), dtype)
+            self._check_npy(_shard_file(self.root, last, field), (n - last * size, *shape), dtype)
+            for s in range(1, last):
+                path = _shard_file(self.root, s, field)
+                try:
+                    actual = path.stat().st_size
+                except FileNotFoundError:
+                    raise FeatureStoreCorrupt(self.root, f"shard file {path} is missing") from None
+                if actual != full:
+                    raise FeatureStoreCorrupt(
+                        self.root,
+                        f"{path} has {actual} bytes, its shape implies {full} (truncated?)",
+                    )
+
+    def _check_npy(self, path: Path, shape: tuple, dtype: np.dtype) -> int:
+        """Check one shard file's .npy header and size; returns the size."""
+        try:
+            with open(path, "rb") as f:
+                version = np.lib.format.read_magic(f)
+                read_header = _NPY_HEADER_READERS.get(version)
+                if read_header is None:
+                    raise ValueError(f"unsupported .npy format version {version}")
+                got_shape, fortran, got_dtype = read_header(f)
+                offset, actual = f.tell(), os.fstat(f.fileno()).st_size
+        except FileNotFoundError:
+            raise FeatureStoreCorrupt(self.root, f"shard file {path} is missing") from None
+        except (OSError, ValueError) as e:
+            raise FeatureStoreCorrupt(self.root, f"{path} is not a valid .npy file ({e})") from None
+        if tuple(got_shape) != shape or got_dtype != dtype or fortran:
+            raise FeatureStoreCorrupt(
+                self.root,
+                f"{path} holds {got_dtype} {tuple(got_shape)}, meta.json implies {dtype} {shape}",
+            )
+        expected = offset + int(np.prod(shape)) * dtype.itemsize
+        if actual != expected:
+            raise FeatureStoreCorrupt(
+                self.root, f"{path} has {actual} bytes, its shape implies {expected} (truncated?)"
+            )
+        return actual
+
+    @property
+    def content_id(self) -> str | None:
+        """sha256 identity of the store's content (shards + manifest); None for format-1 stores."""
+        return self._meta.get("content_id")
+
+    @property
+    def report(self) -> pd.DataFrame:
+        """Inputs the producer skipped (path, reason, ...); empty when none or not recorded."""
+        path = self.root / "report.parquet"
+        return pd.read_parquet(path) if path.is_file() else pd.DataFrame(columns=REPORT_COLUMNS)
+
+    def verify(self, progress: bool = True) -> None:
+        """Recompute the sha256 of every shard file and the manifest against meta.json.
+
+        Raises `FeatureStoreCorrupt` naming the first file whose bytes changed (reads all data once).
+        """
+        sums, manifest_sha = self._meta.get("checksums"), self._meta.get("manifest_sha256")
+        if not sums or not manifest_sha:
+            raise FeatureStoreCorrupt(
+                self.root,
+                f"meta.json records no checksums (format_version "
+                f"{self._meta.get('format_version')}, written by an older version), so its "
+                "content cannot be verified",
+            )
+        if content_id(sums, manifest_sha) != self._meta.get("content_id"):
+            raise FeatureStoreCorrupt(
+                self.root, "meta.json's content_id disagrees with its checksums"
+            )
+        files = [(self.root / name, want) for name, want in sums.items()]
+        files.append((self.root / "manifest.parquet", manifest_sha))
+        expected = {
+            f"shard-{s:05d}.{k}.npy"
+            for s in range(int(self._meta["num_shards"]))
+            for k in self.fields
+        }
+        if set(sums) != expected:
+            raise FeatureStoreCorrupt(
+                self.root, "meta.json's checksums do not list exactly its shard files"
+            )
+        total = sum(p.stat().st_size for p, _ in files)
+        with tqdm(
+            total=total, unit="B", unit_scale=True, desc="verify store", disable=not progress
+        ) as bar:
+            for path, want in files:
+                got = file_sha256(path, bar)
+                if got != want:
+                    raise FeatureStoreCorrupt(
+                        self.root,
+                        f"{path} changed since it was written (sha256 {got}, recorded {want})",
+                    )
+        log.info(
+            "feature store %s verified (%d files, content_id %s)",
+            self.root,
+            len(files),
+            self.content_id,
+        )
+
+    def check_labels(self, num_classes: int) -> None:
+        """Raise `ValueError` unless every label lies in [0, num_classes)."""
+        labels = self.read_all("label")
+        bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
+        if bad.size:
+            raise ValueError(
+                f"feature store {self.root}: {bad.size} of {labels.size} labels lie outside "
+                f"[0, {num_classes}) (min {labels.min()}, max {labels.max()}, first at row "
+                f"{bad[0]}); the model's num_classes does not fit this data"
+            )
 
     @property
     def meta(self) -> dict:
@@ -365,4 +711,9 @@ class FeatureStore:
         """Raise `FeatureStoreMismatch` naming every key whose value differs from `expected`."""
         mismatch = _diff(self._meta, _jsonable(expected))
         if mismatch:
-            raise FeatureStoreMismatch(self.root, mismatch)
+            raise FeatureStoreMismatch(
+                self.root,
+                mismatch,
+                "Point training.data.path at a store made with the expected settings, or "
+                "re-extract the features with them.",
+            )

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import io
 import os
+import struct
+import threading
+import zlib
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torchvision.transforms.functional as TF
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageFile, UnidentifiedImageError
 from torchvision.transforms import InterpolationMode
 
 # CelebA crop box of the official config (§7.2): top 57, left 25, 128x128 (centre x=89, y=121).
@@ -34,28 +38,123 @@ def read_bytes(path: str | os.PathLike) -> bytes:
         raise ImageError(path, f"unreadable: {e.strerror or e}") from e
 
 
-def decode_rgb(data: bytes, path: str | os.PathLike = "<bytes>") -> Image.Image:
-    """Fully decode encoded image bytes and convert to RGB; raise `ImageError` if unusable."""
+# The largest image PIL opens without a decompression-bomb warning; `max_pixels` of the decoders.
+# ImageNet's largest photos hold ~30 M pixels, COCO's < 0.5 M; 89.5 M RGB pixels decode to 268 MB.
+DEFAULT_MAX_PIXELS = 89_478_485
+
+_pil_lock = threading.Lock()
+_pil_users = 0
+_pil_saved: tuple = ()
+
+
+@contextmanager
+def strict_pil():
+    """PIL settings for validating decodes, while any decode in this process runs.
+
+    `ImageFile.LOAD_TRUNCATED_IMAGES` is forced off (other code may have switched it on, which
+    would turn a truncated file into a silently grey/black image), and PIL's own pixel limit is
+    lifted because `decode_rgb` applies `max_pixels` itself, as a report instead of a warning.
+    Reference-counted, so overlapping decodes in threads restore the caller's values once.
+    """
+    global _pil_users, _pil_saved
+    with _pil_lock:
+        if _pil_users == 0:
+            _pil_saved = (ImageFile.LOAD_TRUNCATED_IMAGES, Image.MAX_IMAGE_PIXELS)
+            ImageFile.LOAD_TRUNCATED_IMAGES, Image.MAX_IMAGE_PIXELS = False, None
+        _pil_users += 1
+    try:
+        yield
+    finally:
+        with _pil_lock:
+            _pil_users -= 1
+            if _pil_users == 0:
+                ImageFile.LOAD_TRUNCATED_IMAGES, Image.MAX_IMAGE_PIXELS = _pil_saved
+
+
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # colour type -> samples per pixel
+_ADAM7 = (
+    (0, 0, 8, 8),
+    (4, 0, 8, 8),
+    (0, 4, 4, 8),
+    (2, 0, 4, 4),
+    (0, 2, 2, 4),
+    (1, 0, 2, 2),
+    (0, 1, 1, 2),
+)
+
+
+def _png_missing_rows(data: bytes) -> bool:
+    """True when a PNG's image data inflates to fewer bytes than its header's size needs.
+
+    PIL stops quietly when the compressed stream ends early (a well-formed stream holding only the
+    first rows) and leaves the remaining rows black, so this is checked here.
+    """
+    pos, need, inflated = 8, 0, 0
+    z = zlib.decompressobj()
+    while pos + 8 <= len(data):
+        length, ctype = struct.unpack(">I4s", data[pos : pos + 8])
+        body = data[pos + 8 : pos + 8 + length]
+        pos += 12 + length
+        if ctype == b"IHDR":
+            w, h, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", body[:13])
+            bits = depth * _PNG_CHANNELS.get(colour, 1)
+            passes = _ADAM7 if interlace else ((0, 0, 1, 1),)
+            for x0, y0, dx, dy in passes:
+                pw, ph = max(0, -(-(w - x0) // dx)), max(0, -(-(h - y0) // dy))
+                need += ph * (1 + -(-pw * bits // 8)) if pw else 0
+        elif ctype == b"IDAT":
+            while body and inflated < need:  # bounded chunks: never hold the whole image twice
+                inflated += len(z.decompress(body, 1 << 20))
+                body = z.unconsumed_tail
+        elif ctype == b"IEND":
+            break
+    return inflated < need
+
+
+def _to_rgb(img: Image.Image, path) -> Image.Image:
+    """RGB with 8 bits per channel; high-bit-depth grey is scaled, not clipped."""
+    if img.mode.startswith("I;16") or img.mode == "I":
+        # 16-bit PNG grey (PIL mode I;16*, or I in older PIL): convert("RGB") would clip every
+        # value above 255 to white; scale 0..65535 to 0..255 instead (round(v / 257)).
+        v = np.clip(np.asarray(img).astype(np.int64), 0, 65535)
+        return Image.fromarray(((v * 255 + 32767) // 65535).astype(np.uint8), "L").convert("RGB")
+    if img.mode == "F":
+        raise ImageError(path, "unsupported image mode F (floating-point pixels)")
+    return img.convert("RGB")  # ADM/§7.1: PIL load -> RGB (16-bit RGB(A) PNGs load as 8 bit)
+
+
+def decode_rgb(
+    data: bytes, path: str | os.PathLike = "<bytes>", max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> Image.Image:
+    """Fully decode encoded image bytes and convert to 8-bit RGB; raise `ImageError` if unusable.
+
+    Rejected: empty, unidentified, corrupt or truncated files, and images of more than
+    `max_pixels` pixels (None: no limit), checked on the header before decoding.
+    """
     if len(data) == 0:
         raise ImageError(path, "zero-byte file")
     try:
-        img = Image.open(io.BytesIO(data))
-        img.load()  # full decode: Image.open alone only parses the header
-        return img.convert("RGB")  # ADM/§7.1: PIL load -> RGB
+        with strict_pil():
+            img = Image.open(io.BytesIO(data))
+            w, h = img.size
+            if max_pixels is not None and w * h > max_pixels:
+                raise ImageError(path, f"image too large: {w}x{h} > {max_pixels} pixels")
+            img.load()  # full decode: Image.open alone only parses the header
+            if img.format == "PNG" and _png_missing_rows(data):
+                raise ImageError(path, "truncated image")
+            return _to_rgb(img, path)
     except UnidentifiedImageError as e:
         raise ImageError(path, "not an image") from e
-    except Image.DecompressionBombError as e:
-        raise ImageError(path, f"image too large: {e}") from e
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error) as e:
         # PIL reports truncation as "image file is truncated" or "Truncated File Read".
         if "truncat" in str(e).lower():
             raise ImageError(path, "truncated image") from e
         raise ImageError(path, f"corrupt image: {e}") from e
 
 
-def load_rgb(path: str | os.PathLike) -> Image.Image:
+def load_rgb(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Load `path` as a fully decoded RGB PIL image (raises `ImageError` with a reason)."""
-    return decode_rgb(read_bytes(path), path)
+    return decode_rgb(read_bytes(path), path, max_pixels)
 
 
 def center_crop_adm(img: Image.Image, size: int) -> Image.Image:

@@ -37,6 +37,9 @@ class DataConfig:
     # encoder identity (keys of its meta "encoder", e.g. name/sha256) it must have been made with.
     text_path: str = ""
     expected_text_encoder: dict = field(default_factory=dict)
+    # FeatureStore.content_id the run expects ("" = any); states record the store's and a run
+    # never resumes a state trained on other content.
+    content_id: str = ""
 
 
 @dataclass
@@ -69,6 +72,9 @@ class TrainConfig:
     resume: bool = True
     cpu: bool = False
     peak_tflops: float | None = None  # per-device peak for MFU; None = look up the GPU name
+
+    def __post_init__(self) -> None:
+        self.mixed_precision = mixed_precision_value(self.mixed_precision)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
@@ -138,7 +144,7 @@ class TrainConfig:
         if not _is_real(self.p_uncond) or not 0 <= self.p_uncond < 1:
             raise ValueError(f"training.p_uncond must be in [0, 1), got {self.p_uncond!r}")
         _choice("training.schedule", self.schedule, SCHEDULES)
-        _choice("training.mixed_precision", self.mixed_precision, MIXED_PRECISION)
+        check_mixed_precision("training.mixed_precision", self.mixed_precision)
         _choice("training.attention", self.attention, ATTENTION_BACKENDS)
         if self.peak_tflops is not None:
             _pos_float("training.peak_tflops", self.peak_tflops)
@@ -161,6 +167,11 @@ class TrainConfig:
         _choice("training.data.kind", d.kind, FEATURE_KINDS)
         _pos_float("training.data.scale_factor", d.scale_factor)
         _nonneg_int("training.data.num_workers", d.num_workers)
+        if not isinstance(d.content_id, str):
+            raise ValueError(
+                f"training.data.content_id must be a string (a store's content_id), got "
+                f"{d.content_id!r}"
+            )
         if not isinstance(d.expected_meta, dict):
             raise ValueError(
                 f"training.data.expected_meta must be a mapping, got {d.expected_meta!r}"
@@ -219,6 +230,20 @@ class TrainConfig:
             raise ValueError(
                 f"model.in_chans must be 4 for latent_moments stores (§4.5), got {kwargs['in_chans']}"
             )
+
+
+def mixed_precision_value(v):
+    """YAML reads an unquoted `no` as False: that means "no" mixed precision."""
+    return "no" if v is False else v
+
+
+def check_mixed_precision(name: str, v) -> None:
+    if isinstance(v, bool):  # True: an unquoted yes/on/true, which names no precision
+        raise ValueError(
+            f"{name} must be one of {list(MIXED_PRECISION)}, got {v!r} (YAML reads an unquoted "
+            "yes/true/on as a boolean: write fp16 or bf16)"
+        )
+    _choice(name, v, MIXED_PRECISION)
 
 
 def _reject_unknown(d: dict, cls, prefix: str) -> None:

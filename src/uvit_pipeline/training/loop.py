@@ -20,6 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from .._io import StagingLock
 from ..diffusion import get_schedule, noise_prediction_loss
 from ..models import UViT, train_step_flops
 from . import checkpoint as ckpt
@@ -123,8 +124,10 @@ def prepare_batch(batch, config: TrainConfig, device: torch.device, conditional:
     return x, (c.float() if c.is_floating_point() else c.long())  # text contexts | class labels
 
 
-def _make_loader(config: TrainConfig, accelerator: Accelerator, start_step: int) -> DataLoader:
-    from ..data import FeatureDataset, FeatureStore  # lazy: keeps `import training` light
+def open_store(config: TrainConfig, accelerator: Accelerator):
+    """Open and check the feature store before any training: layout, meta, shapes, identity,
+    content (sha256 of every file, on the main process) and label range."""
+    from ..data import FeatureStore  # lazy: keeps `import training` light
 
     store = FeatureStore(config.data.path)
     if config.data.expected_meta:
@@ -135,6 +138,42 @@ def _make_loader(config: TrainConfig, accelerator: Accelerator, start_step: int)
             f"{store.meta.get('kind')!r} features"
         )
     _check_store_shape(store, config)
+    if config.data.content_id and store.content_id != config.data.content_id:
+        raise ValueError(
+            f"training.data.content_id is {config.data.content_id!r} but store {store.root} "
+            f"holds content {store.content_id!r}"
+        )
+    if accelerator.is_main_process:
+        store.verify(progress=True)
+    accelerator.wait_for_everyone()
+    num_classes = config.model_kwargs().get("num_classes", -1)
+    if isinstance(num_classes, int) and num_classes > 0:
+        # With label dropping the last class index is the null class (§4.3), never a data label.
+        store.check_labels(num_classes - 1 if config.p_uncond > 0 else num_classes)
+    return store
+
+
+def _check_resume_identity(path, state: dict, store) -> None:
+    """Refuse to continue a state trained on other data (its recorded store content_id)."""
+    recorded = ((state["state"].get("config") or {}).get("data") or {}).get("content_id")
+    if not recorded:
+        logger.warning("training state %s records no feature store identity; not checked", path)
+    elif recorded != store.content_id:
+        raise ValueError(
+            f"training state {path} was trained on feature store content {recorded}, but "
+            f"{store.root} holds content {store.content_id}: refusing to resume on different "
+            "data. Train the new data in another run directory, or point training.data.path "
+            "back at the original store."
+        )
+
+
+def _make_loader(
+    config: TrainConfig, accelerator: Accelerator, start_step: int, store=None
+) -> DataLoader:
+    from ..data import FeatureDataset  # lazy: keeps `import training` light
+
+    if store is None:
+        store = open_store(config, accelerator)
     rank = accelerator.process_index
     # flips / label drops / caption draws differ per rank and per resume point (workers add their seed)
     seed = config.seed + 7919 * rank + start_step
@@ -215,9 +254,23 @@ def _report_progress(step: int, n_steps: int, loss: float, steps_s: float) -> No
 
 
 def train(config: TrainConfig) -> Path:
-    """Train (resuming from the newest complete state by default) and return `run_dir/final`."""
+    """Train (resuming from the newest intact state by default) and return `run_dir/final`.
+
+    The main process holds a `StagingLock` on `run_dir` for the whole run, so a second run of the
+    same experiment stops with an error naming the holder instead of writing the same states.
+    """
     accelerator = _init_trackers(config)
     config.validate(num_processes=accelerator.num_processes)
+    lock = StagingLock(config.run_dir, "training run directory")
+    if accelerator.is_main_process:
+        lock.acquire()
+    try:
+        return _train(config, accelerator)
+    finally:
+        lock.release()
+
+
+def _train(config: TrainConfig, accelerator: Accelerator) -> Path:
     text_identity = None
     if config.data.text_path:  # fail on a mismatched text store before loading anything
         from .text_data import verify_text_store
@@ -229,14 +282,18 @@ def train(config: TrainConfig) -> Path:
     if is_main:
         ckpt_root.mkdir(parents=True, exist_ok=True)
 
-    latest = ckpt.find_latest_checkpoint(ckpt_root) if config.resume else None
-    state = ckpt.load_training_state(latest) if latest is not None else None
+    store = open_store(config, accelerator)
+    latest, state = (None, None)
+    if config.resume:  # a corrupt newest state is skipped with a warning naming it
+        latest, state = ckpt.load_latest_training_state(ckpt_root)
+    if state is not None:
+        _check_resume_identity(latest, state, store)
     start_step = int(state["state"]["step"]) if state else 0
     objs = build_train_objects(config, accelerator, state)
     del state
     # §4.4 seeds seed + rank; a resumed run re-seeds by step so its noise/t draws are fresh.
     set_seed(config.seed + start_step, device_specific=True)
-    loader = _make_loader(config, accelerator, start_step)
+    loader = _make_loader(config, accelerator, start_step, store)
 
     metrics = JsonlWriter(run_dir / "metrics.jsonl", enabled=is_main)
     events = JsonlWriter(run_dir / "events.jsonl", enabled=is_main)
@@ -259,6 +316,7 @@ def train(config: TrainConfig) -> Path:
     resolved = {**config.to_dict(), "model_kwargs": objs.model_kwargs}
     if text_identity is not None:  # which encoder's features the model was trained on
         resolved["text_encoder"] = text_identity
+    resolved["data"]["content_id"] = store.content_id  # recorded in every state and the export
     per_rank = config.batch_size // accelerator.num_processes
     flops_step = train_step_flops(objs.model_kwargs, per_rank)
     peak = peak_flops(device, config.peak_tflops)

@@ -9,8 +9,13 @@ from uvit_pipeline.training import load_uvit_from_checkpoint
 
 def test_checkpoint_summary_and_curve(demo_chain):
     ckpt = Path(demo_chain["uvit_checkpoint"])
-    assert {"nnet_ema.safetensors", "nnet.safetensors", "config.json", "loss_curve.png",
-            "metrics.jsonl"} <= {p.name for p in ckpt.iterdir()}
+    assert {
+        "nnet_ema.safetensors",
+        "nnet.safetensors",
+        "config.json",
+        "loss_curve.png",
+        "metrics.jsonl",
+    } <= {p.name for p in ckpt.iterdir()}
     model = load_uvit_from_checkpoint(ckpt)
     assert model.num_classes == 11
     summary = demo_chain["training_summary"]
