@@ -1,6 +1,6 @@
 """Latent path throughput on this machine: extraction (decode+crop, VAE encode) and guided sampling.
 
-Rows (uvit-reference §4.5, §5.2, §5.3, §7.1):
+Rows (docs/reference.md §4.5, §5.2, §5.3, §7.1):
   * data side: images/s to load + ADM-crop + convert to uint8 CHW, for PNG and JPEG files, at the demo
     size (32 px) and at ImageNet-like size (500x375 -> 256 crop);
   * VAE encode alone: the tiny test VAE at 32 px, and the real SD KL-f8 *architecture* (random weights,
@@ -18,15 +18,14 @@ Writes benchmarks/results/latent.json (one entry per device, merged with earlier
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from _common import merge_json, timed
 from diffusers import AutoencoderKL
 from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
@@ -55,17 +54,6 @@ TINY_VAE = dict(SD_KL_F8, block_out_channels=[8, 8, 8, 8], layers_per_block=1, n
 TINY_UVIT = dict(
     img_size=4, patch_size=2, in_chans=4, embed_dim=64, depth=4, num_heads=2, num_classes=11
 )
-
-
-def timed(fn, repeats: int = 1) -> float:
-    """Best wall time of `repeats` calls (after one untimed warm-up call)."""
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
 
 
 def macs(fn) -> float:
@@ -104,9 +92,7 @@ def bench_encode(label: str, cfg: dict, res: int, n: int, device: torch.device) 
     torch.manual_seed(0)
     vae = AutoencoderKL(**cfg).to(device).eval()
     x = torch.rand(n, 3, res, res, device=device) * 2 - 1
-    dt = timed(
-        lambda: encode_moments(vae, x) if device.type == "cpu" else _sync(encode_moments(vae, x))
-    )
+    dt = timed(lambda: encode_moments(vae, x), device=device)
     with torch.device("meta"):
         meta_vae = AutoencoderKL(**cfg)
     enc = macs(lambda: meta_vae.encode(torch.zeros(1, 3, res, res, device="meta")))
@@ -119,11 +105,6 @@ def bench_encode(label: str, cfg: dict, res: int, n: int, device: torch.device) 
         "decode_gmacs_per_image": dec / 1e9,
         "achieved_gmacs_per_s": enc * n / dt / 1e9,
     }
-
-
-def _sync(out):
-    torch.cuda.synchronize()
-    return out
 
 
 @torch.no_grad()
@@ -154,11 +135,13 @@ def bench_sampling(n: int, steps: int, device: torch.device) -> list[dict]:
             progress=False,
         )
 
-    dt_sample = timed(lambda: run(None))  # latents only; the decoder is timed on its own below
+    dt_sample = timed(
+        lambda: run(None), device=device
+    )  # latents only; the decoder is timed on its own below
     per_batch_forwards = forwards["n"] // 2  # timed() ran the batch twice (warm-up + timed)
     hook.remove()
     z = torch.randn(n, 4, 4, 4, device=device)
-    dt_decode = timed(lambda: decode_latents(vae, z, 0.18215, chunk_size=50))
+    dt_decode = timed(lambda: decode_latents(vae, z, 0.18215, chunk_size=50), device=device)
     return [
         {
             "row": f"sample tiny latent U-ViT, DPM-Solver++ {steps} steps, CFG (batch {n})",
@@ -213,13 +196,7 @@ def main() -> None:
         "rows": rows,
         "uvit_h2_gmacs_per_forward": uvit_h,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    results = json.loads(out.read_text()) if out.is_file() else {}
-    results[str(device)] = entry
-    tmp_out = out.with_suffix(".json.tmp")
-    tmp_out.write_text(json.dumps(results, indent=2))
-    os.replace(tmp_out, out)
+    merge_json(args.out, str(device), entry)
 
 
 if __name__ == "__main__":

@@ -1,38 +1,33 @@
 """Training-step throughput / peak memory / MFU of UViT per preset, attention backend, checkpointing, dtype.
 
 One step = forward + noise-prediction MSE + backward + AdamW step (fused on CUDA, foreach on CPU)
-+ EMA update (rate 0.9999, uvit-reference §3). Usage (CPU, ~2-4 min):
++ EMA update (rate 0.9999, docs/reference.md §3). Usage (CPU, ~2-4 min):
 
     python benchmarks/model.py                       # U-ViT-demo and U-ViT-S/2 at 32x32, batch 8
     python benchmarks/model.py --backends sdpa math original_fp32_cast --steps 3  # + math path
     python benchmarks/model.py --presets U-ViT-L/2 --img-size 32 --in-chans 4 --batch-size 64 \
         --dtypes fp32 bf16 --compile                 # on a GPU
 
-Backend "original_fp32_cast" re-implements the official attention path (uvit-reference §1.3 "flash"):
-q,k,v materialised with einops.rearrange and cast to float32 before SDPA. It is a measurement
-baseline only, patched onto the model's Attention modules here.
+Backend "original_fp32_cast" re-implements the official attention path (docs/reference.md §1.3
+"flash"): q,k,v materialised with einops.rearrange and cast to float32 before SDPA. It is a
+measurement baseline only, patched onto the model's Attention modules (`_common.py`).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
-import os
-import platform
 import resource
 import statistics
 import sys
-import tempfile
 import time
-import types
 from pathlib import Path
 
-import einops
 import torch
 import torch.nn.functional as F
+from _common import device_name, text_table, use_original_attention, write_json
 
-from uvit_pipeline.models import Attention, build_uvit, train_step_flops
+from uvit_pipeline.models import build_uvit, train_step_flops
 
 BACKENDS = ("sdpa", "math", "xformers", "original_fp32_cast")
 # Dense peak FLOP/s by GPU name fragment (vendor datasheets): (bf16 tensor core, fp32, tf32).
@@ -44,22 +39,9 @@ PEAK_FLOPS = {
 }
 
 
-def original_attention_forward(self: Attention, x: torch.Tensor) -> torch.Tensor:
-    """The official `flash` branch: rearrange via einops, explicit .float() on q/k/v, then SDPA."""
-    qkv = self.qkv(x)
-    qkv = einops.rearrange(qkv, "B L (K H D) -> K B H L D", K=3, H=self.num_heads).float()
-    q, k, v = qkv[0], qkv[1], qkv[2]
-    x = F.scaled_dot_product_attention(q, k, v)
-    x = einops.rearrange(x, "B H L D -> B L (H D)")
-    return self.proj(x)
-
-
 def set_backend(model: torch.nn.Module, backend: str) -> None:
     if backend == "original_fp32_cast":
-        model.set_attention("sdpa")
-        for m in model.modules():
-            if isinstance(m, Attention):
-                m.forward = types.MethodType(original_attention_forward, m)
+        use_original_attention(model)
     else:
         model.set_attention(backend)
 
@@ -237,19 +219,7 @@ def run_interleaved(args, preset, ckpt, dtype) -> list[dict]:
 def print_table(rows: list[dict]) -> None:
     cols = ["preset", "backend", "checkpointing", "dtype", "batch_size", "images_per_s",
             "step_ms", "peak_mem_mb", "peak_over_start_mb", "achieved_tflops", "mfu"]  # fmt: skip
-    widths = [max(len(c), *(len(str(r[c])) for r in rows)) for c in cols]
-    print(" | ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)))
-    print("-|-".join("-" * w for w in widths))
-    for r in rows:
-        print(" | ".join(str(r[c]).ljust(w) for c, w in zip(cols, widths, strict=True)))
-
-
-def write_json(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(payload, f, indent=2)
-    os.replace(tmp, path)  # atomic
+    print(text_table(rows, cols))
 
 
 def main(argv=None) -> None:
@@ -309,9 +279,7 @@ def main(argv=None) -> None:
     print_table(rows)
     env = {
         "torch": torch.__version__,
-        "device": torch.cuda.get_device_name(device)
-        if device.type == "cuda"
-        else platform.processor() or platform.machine(),
+        "device": device_name(device),
         "threads": torch.get_num_threads(),
         "memory_method": "not measured (--interleave)"
         if args.interleave

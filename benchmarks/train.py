@@ -1,7 +1,7 @@
 """Training throughput (images/s) and peak memory through the real training step of `training/loop.py`.
 
 Each row builds the model/EMA/AdamW/LR schedule with `build_train_objects` and times `train_step`
-(forward + loss + backward + AdamW + scheduler + EMA, uvit-reference §4.4) on random inputs, so data
+(forward + loss + backward + AdamW + scheduler + EMA, docs/reference.md §4.4) on random inputs, so data
 loading is excluded. Usage (CPU, ~2-3 min on 2 cores):
 
     python benchmarks/train.py                                  # demo model and U-ViT-S/2 (CIFAR), CPU
@@ -13,13 +13,12 @@ Writes benchmarks/results/train.json (one entry per device, merged with earlier 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from _common import device_name, merge_json
 from accelerate import Accelerator
 
 from uvit_pipeline.models import count_params, train_step_flops
@@ -111,17 +110,13 @@ def main() -> None:
                     tmp,
                 )
             )
-    device_name = (
-        torch.cuda.get_device_name()
-        if args.device == "cuda"
-        else f"{platform.processor() or platform.machine()} x{torch.get_num_threads()} threads"
-    )
+    name = device_name(accelerator.device)
     mem_note = (
         "CUDA max allocated" if args.device == "cuda" else "process RSS high-water (cumulative)"
     )
 
     precision = "fp32" if args.mixed_precision == "no" else args.mixed_precision
-    print(f"\nTraining step on {device_name} ({precision}); peak memory = {mem_note}")
+    print(f"\nTraining step on {name} ({precision}); peak memory = {mem_note}")
     print(
         f"{'model':<22}{'params':>9}{'batch':>7}{'s/step':>9}{'img/s':>9}{'TFLOP/s':>9}{'peak MiB':>10}{'MFU':>7}"
     )
@@ -132,20 +127,18 @@ def main() -> None:
             f"{r['images_per_s']:>9.1f}{r['train_tflops_per_s']:>9.3f}{r['peak_mem_MiB']:>10.0f}{mfu:>7}"
         )
 
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    results = json.loads(out.read_text()) if out.is_file() else {}
-    results[args.device] = {
-        "device": device_name,
-        "torch": torch.__version__,
-        "warmup": args.warmup,
-        "steps": args.steps,
-        "memory": mem_note,
-        "rows": rows,
-    }
-    tmp_out = out.with_name(out.name + ".tmp")
-    tmp_out.write_text(json.dumps(results, indent=2))
-    tmp_out.replace(out)
+    out = merge_json(
+        args.out,
+        args.device,
+        {
+            "device": name,
+            "torch": torch.__version__,
+            "warmup": args.warmup,
+            "steps": args.steps,
+            "memory": mem_note,
+            "rows": rows,
+        },
+    )
     print(f"wrote {out}")
 
 

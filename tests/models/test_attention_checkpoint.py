@@ -1,6 +1,10 @@
 """Attention backends agree (§1.3) and gradient checkpointing is exact (§1.6)."""
 
+import copy
+import importlib.machinery
 import importlib.util
+import sys
+import types
 
 import pytest
 import torch
@@ -69,6 +73,51 @@ def test_xformers_missing_gives_clear_error():
         UViT(**TINY).set_attention("xformers")
 
 
+def test_xformers_model_deep_copies_and_uses_the_bld_layout(monkeypatch):
+    """With a stand-in xformers (math attention on (B, L, H, Dh)), the xformers path equals math and
+    the model deep-copies, as the EMA copy needs."""
+    calls = []
+
+    def memory_efficient_attention(q, k, v, scale):
+        calls.append(q.shape)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, L, Dh)
+        return ((q @ k.transpose(-2, -1)) * scale).softmax(-1).matmul(v).transpose(1, 2)
+
+    xformers = types.ModuleType("xformers")
+    xformers.__spec__ = importlib.machinery.ModuleSpec("xformers", None)
+    ops = types.ModuleType("xformers.ops")
+    ops.memory_efficient_attention = memory_efficient_attention
+    xformers.ops = ops
+    monkeypatch.setitem(sys.modules, "xformers", xformers)
+    monkeypatch.setitem(sys.modules, "xformers.ops", ops)
+    torch.manual_seed(0)
+    model = UViT(**TINY, attention="math").eval()
+    x, t, y = _inputs()
+    with torch.no_grad():
+        ref = model(x, t, y)
+        model.set_attention("xformers")
+        out = copy.deepcopy(model)(x, t, y)
+    assert calls and calls[0] == (2, 18, 4, 8)  # (B, L, H, Dh): L = 2 extras + 16 patches
+    assert (out - ref).abs().max().item() <= 1e-5
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_sdpa_matches_math_and_bf16_stays_close():
+    torch.manual_seed(0)
+    model = UViT(**TINY, attention="math").cuda().eval()
+    x, t, y = (v.cuda() for v in _inputs())
+    with torch.no_grad():
+        ref = model(x, t, y)
+        model.set_attention("sdpa")
+        out = model(x, t, y)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            low = model(x, t, y).float()
+    assert (out - ref).abs().max().item() <= 1e-5
+    assert torch.isfinite(low).all() and (low - ref).abs().max().item() < 0.1
+
+
+@pytest.mark.gpu
 @pytest.mark.skipif(
     not (HAS_XFORMERS and torch.cuda.is_available()), reason="needs xformers + CUDA"
 )

@@ -1,4 +1,4 @@
-"""Image decoding/validation and the paper's crop rules (uvit-reference §7)."""
+"""Image decoding/validation and the paper's crop rules (docs/reference.md §7)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-import torchvision.transforms.functional as TF
 from PIL import Image, ImageFile, UnidentifiedImageError
-from torchvision.transforms import InterpolationMode
 
 # CelebA crop box of the official config (§7.2): top 57, left 25, 128x128 (centre x=89, y=121).
 CELEBA_TOP, CELEBA_LEFT, CELEBA_CROP = 57, 25, 128
@@ -178,6 +176,10 @@ def celeba_crop(img: Image.Image, size: int = 64) -> Image.Image:
         raise ValueError(
             f"img of size {img.size} is too small for the CelebA crop box (needs >= {need_w}x{need_h})"
         )
+    # Imported here: only the CelebA crop needs torchvision, so `uvit_pipeline.data` imports without it.
+    import torchvision.transforms.functional as TF
+    from torchvision.transforms import InterpolationMode
+
     img = TF.crop(img, CELEBA_TOP, CELEBA_LEFT, CELEBA_CROP, CELEBA_CROP)
     return TF.resize(img, size, interpolation=InterpolationMode.BILINEAR)
 

@@ -1,4 +1,4 @@
-"""Stable Diffusion KL-f8 image autoencoder through diffusers' `AutoencoderKL` (uvit-reference §4.5).
+"""Stable Diffusion KL-f8 image autoencoder through diffusers' `AutoencoderKL` (docs/reference.md §4.5).
 
 Semantics follow the original `libs/autoencoder.py`: `encode_moments` returns the raw posterior moments
 (B, 8, H/8, W/8) = [mean(4), logvar(4)] after `quant_conv`; sampling clamps logvar to [−30, 20] and scales by
@@ -12,9 +12,12 @@ import hashlib
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from diffusers import AutoencoderKL
+
+if TYPE_CHECKING:  # diffusers is imported where a VAE is built, so latent sampling works without it
+    from diffusers import AutoencoderKL
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +64,8 @@ def load_autoencoder(
     looks_local = path.is_absolute() or name.startswith((".", "~")) or path.exists()
     if looks_local and not path.is_dir():
         raise FileNotFoundError(f"features.autoencoder: directory {path} does not exist")
+    from diffusers import AutoencoderKL
+
     kwargs = {"torch_dtype": dtype, "subfolder": subfolder, "cache_dir": cache_dir}
     if local_files_only is not None:
         kwargs["local_files_only"] = local_files_only
@@ -168,6 +173,8 @@ def tiny_autoencoder(seed: int = 0) -> AutoencoderKL:
 
     For offline demos and tests of the real loading/encoding/decoding code: its latents carry no learned
     structure. The logvar biases are spread per channel so the posterior std differs between channels."""
+    from diffusers import AutoencoderKL
+
     torch.manual_seed(seed)
     vae = AutoencoderKL(
         block_out_channels=(8, 8, 8, 8),

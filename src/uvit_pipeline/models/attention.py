@@ -23,6 +23,14 @@ def check_backend(name: str) -> str:
     return name
 
 
+def _xformers_ops():
+    """`xformers.ops`, imported on first use (optional dependency). Not kept on the module instance:
+    a module object there would make the model impossible to deep-copy (EMA copy, checkpointing)."""
+    import xformers.ops as xops
+
+    return xops
+
+
 class Attention(nn.Module):
     """Self-attention with one fused qkv projection; keys `qkv`, `proj` as in the official model."""
 
@@ -42,20 +50,14 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
         self.backend = check_backend(backend)
-        self._xops = None
         if backend == "xformers":
-            self._load_xformers()
+            _xformers_ops()  # fail at construction if the installed xformers is broken
 
     def set_backend(self, name: str) -> None:
         """Switch the attention kernel; parameters are untouched."""
         self.backend = check_backend(name)
         if name == "xformers":
-            self._load_xformers()
-
-    def _load_xformers(self) -> None:
-        import xformers.ops as xops  # imported lazily: optional dependency
-
-        self._xops = xops
+            _xformers_ops()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, L, D = x.shape
@@ -65,7 +67,7 @@ class Attention(nn.Module):
         qkv = self.qkv(x).view(B, L, 3, H, Dh)  # (B, L, 3, H, Dh)
         if self.backend == "xformers":
             q, k, v = qkv.unbind(2)  # each (B, L, H, Dh)
-            out = self._xops.memory_efficient_attention(q, k, v, scale=self.scale)
+            out = _xformers_ops().memory_efficient_attention(q, k, v, scale=self.scale)
             out = out.reshape(B, L, D)
         else:
             q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, L, Dh)
