@@ -211,7 +211,7 @@ SCHEMA: dict[str, Any] = {
         "source": one_of(_sources),
         "split": string,
         "workers": pos_int,
-        "max_pixels": pos_int,
+        "max_pixels": optional(pos_int),
     },
     "features": {
         "kind": one_of(_feature_kinds),

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 
 from uvit_pipeline.data.extract import extract_features, in_memory_source
 from uvit_pipeline.pipelines._staging import manifest_id, staging_dir
+
+log = logging.getLogger(__name__)
 
 
 def _latent_encoder(autoencoder: str, device_name: str):
@@ -37,7 +41,7 @@ def build_image_features(
     features: dict,
     data: dict,
     paths: dict,
-) -> str:
+) -> tuple[str, pd.DataFrame]:
     """Manifest -> sharded feature store: pixels, or VAE posterior moments of each image (and of its
     mirror image when `features.flip`, §7.1). COCO manifests hold both splits: the store holds the
     training images (val2014 only conditions evaluation samples through its captions)."""
@@ -73,7 +77,7 @@ def build_image_features(
         "manifest": manifest_id(image_manifest),
     }
     out = staging_dir(paths["staging"], "features", identity)
-    extract_features(
+    _, report = extract_features(
         raw_images,
         image_manifest,
         out,
@@ -86,5 +90,8 @@ def build_image_features(
         array_source=in_memory_source(raw_images, data["source"], data["split"]),
         encoder=encoder,
         flip=features["flip"],
+        return_report=True,
     )
-    return str(out)
+    if len(report):
+        log.warning("%d images skipped by the feature extraction (feature_report)", len(report))
+    return str(out), report.reset_index(drop=True)

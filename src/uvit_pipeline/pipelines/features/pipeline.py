@@ -18,7 +18,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "params:data",
                     "params:paths",
                 ],
-                outputs="image_features",
+                outputs=["image_features", "feature_report"],
                 name="build_image_features",
             )
         ],

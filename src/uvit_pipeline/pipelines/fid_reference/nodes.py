@@ -19,8 +19,9 @@ STANDARD_INCEPTION = "pytorch-fid"  # catalog `inception_weights: {source: pytor
 def reference_images(
     raw_images: str, manifest: pd.DataFrame, features: dict, data: dict, limit: int | None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Real images preprocessed as for training (crop, resolution), uint8, with their labels."""
-    images = load_images(
+    """Real images preprocessed as for training (crop, resolution), uint8, with their labels; files
+    that changed since ingestion or stopped decoding are reported and skipped."""
+    images, rows, report = load_images(
         raw_images,
         manifest,
         crop=features["crop"],
@@ -28,8 +29,11 @@ def reference_images(
         limit=limit,
         workers=data["workers"],
         array_source=in_memory_source(raw_images, data["source"], data["split"]),
+        return_report=True,
     )
-    return images, manifest["label"].to_numpy()[: len(images)]
+    if len(report):
+        log.warning("%d reference images skipped: %s", len(report), report.to_dict("records")[:5])
+    return images, rows["label"].to_numpy()
 
 
 def record_inception(inception_weights: str, paths: dict) -> str:

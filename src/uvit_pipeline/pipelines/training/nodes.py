@@ -64,10 +64,13 @@ def make_train_config(
         "text_path": text_path or "",
     }
     cfg["cpu"] = bool(launcher.get("cpu", False))
+    content = store_identity(store_path)
+    if Path(store_path, "meta.json").is_file():
+        cfg["data"]["content_id"] = content  # training refuses a store with other content
     identity = {k: v for k, v in cfg.items() if k not in _NOT_IDENTITY}
     identity["data"] = {
         **cfg["data"],
-        "path": store_identity(store_path),
+        "path": content,
         "text_path": store_identity(text_path) if text_path else None,
     }
     cfg["run_dir"] = str(Path(run_root) / identity_key(identity)[:12])
