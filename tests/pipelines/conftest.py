@@ -89,7 +89,12 @@ def demo_chain(demo_params):
     from uvit_pipeline.pipelines.training import create_pipeline as training
 
     pipeline = demo_data() + ingestion() + features() + fid_reference() + training()
-    catalog = {"autoencoder": None, "inception_weights": "pytorch-fid", "official_fid_stats": None}
+    catalog = {
+        "autoencoder": None,
+        "text_features": None,
+        "inception_weights": "pytorch-fid",
+        "official_fid_stats": None,
+    }
     datasets = {k: MemoryDataset(v) for k, v in catalog.items()}
     for name, value in demo_params.items():
         datasets[f"params:{name}"] = MemoryDataset(value)
