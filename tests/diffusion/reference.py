@@ -1,4 +1,4 @@
-"""Independent float64 re-derivations of the spec's samplers (uvit-reference §4.1, §4.2, §5), for tests.
+"""Independent float64 re-derivations of the spec's samplers (docs/reference.md §4.1, §4.2, §5), for tests.
 
 Schedules are recomputed with numpy from the spec's formulas; solvers are written step by step from the
 formulas in §5.1/§5.2 without sharing code with `uvit_pipeline.diffusion`. `u2="midpoint"` swaps the

@@ -1,4 +1,4 @@
-"""Schedules pinned to the numbers of uvit-reference §4.1, §4.2 and §5.1."""
+"""Schedules pinned to the numbers of docs/reference.md §4.1, §4.2 and §5.1."""
 
 from __future__ import annotations
 

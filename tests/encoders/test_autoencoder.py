@@ -1,4 +1,4 @@
-"""AutoencoderKL wrapper on a tiny random f=8 VAE saved and reloaded from disk (uvit-reference §4.5)."""
+"""AutoencoderKL wrapper on a tiny random f=8 VAE saved and reloaded from disk (docs/reference.md §4.5)."""
 
 from __future__ import annotations
 

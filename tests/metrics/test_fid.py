@@ -1,4 +1,4 @@
-"""FID pieces: Fréchet distance vs pytorch-fid, stats files, FID Inception loading (uvit-reference §6)."""
+"""FID pieces: Fréchet distance vs pytorch-fid, stats files, FID Inception loading (docs/reference.md §6)."""
 
 from __future__ import annotations
 

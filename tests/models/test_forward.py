@@ -1,4 +1,4 @@
-"""Forward semantics against an independent re-derivation of uvit-reference §1, golden values, errors."""
+"""Forward semantics against an independent re-derivation of docs/reference.md §1, golden values, errors."""
 
 import math
 

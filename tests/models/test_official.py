@@ -1,4 +1,4 @@
-"""Recognising official U-ViT state dicts: config inference and key-by-key differences (uvit-reference §2)."""
+"""Recognising official U-ViT state dicts: config inference and key-by-key differences (docs/reference.md §2)."""
 
 from __future__ import annotations
 

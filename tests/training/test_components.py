@@ -1,4 +1,4 @@
-"""Optimizer/LR rule, EMA math and the resumable sampler (uvit-reference §4.4)."""
+"""Optimizer/LR rule, EMA math and the resumable sampler (docs/reference.md §4.4)."""
 
 from __future__ import annotations
 

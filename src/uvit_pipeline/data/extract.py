@@ -1,6 +1,6 @@
 """Streaming feature extraction: manifest rows -> decoded, cropped images -> (optionally VAE moments) ->
 sharded feature store. Memory is bounded by one batch plus one shard; an interrupted run resumes at the
-first missing shard of the same output directory (architecture §5)."""
+first missing shard of the same output directory (docs/architecture.md, "Feature store")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Sharded feature store: streaming, resumable writer and memory-mapped reader (architecture §5).
+"""Sharded feature store: streaming, resumable writer and memory-mapped reader (docs/architecture.md, "Feature store").
 
 Directory layout (docs/data.md, docs/reliability.md):
   meta.json                       caller meta + fields/shard_size; at close also num_rows, num_skipped,

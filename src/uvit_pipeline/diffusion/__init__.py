@@ -1,4 +1,4 @@
-"""Diffusion processes, training loss, samplers and guidance for U-ViT (uvit-reference §4–§5)."""
+"""Diffusion processes, training loss, samplers and guidance for U-ViT (docs/reference.md §4–§5)."""
 
 from .guidance import make_eps_fn, null_class_labels, null_context
 from .losses import noise_prediction_loss

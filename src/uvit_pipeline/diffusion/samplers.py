@@ -2,7 +2,7 @@
 
 All samplers integrate from t = 1 down to a small t_end on the continuous time of a schedule from
 `schedules.py` and call `eps_fn(x, t_cont)` with t_cont of shape (B,); NFE = `steps` for every sampler.
-Formulas follow uvit-reference §5.1 (Euler–Maruyama, DPM-Solver v1 'fast') and §5.2 (DPM-Solver++ singlestep).
+Formulas follow docs/reference.md §5.1 (Euler–Maruyama, DPM-Solver v1 'fast') and §5.2 (DPM-Solver++ singlestep).
 Schedule coefficients are evaluated in float64 and applied as python scalars, so x keeps its own dtype.
 """
 

@@ -1,4 +1,4 @@
-"""FID with pytorch-fid's FID-InceptionV3 (uvit-reference §6).
+"""FID with pytorch-fid's FID-InceptionV3 (docs/reference.md §6).
 
 Pipeline (§6): uint8 images -> [0, 1] -> bilinear resize to 299×299 (align_corners=False, no antialias)
 -> 2x − 1 -> pool3 activations (2048-d, float64) -> (μ, Σ) -> Fréchet distance. pytorch-fid's

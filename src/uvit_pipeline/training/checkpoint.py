@@ -1,4 +1,4 @@
-"""Training-state checkpoints and the final export (uvit-reference §4.4 checkpoint layout).
+"""Training-state checkpoints and the final export (docs/reference.md §4.4 checkpoint layout).
 
 Training state: `<run_dir>/ckpts/<step>.ckpt/` with `nnet.safetensors`, `nnet_ema.safetensors`,
 `optimizer.pt`, `lr_scheduler.pt`, optional `scaler.pt` and `state.json`. It is written into

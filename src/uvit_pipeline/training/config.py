@@ -1,4 +1,4 @@
-"""Typed, validated training configuration (uvit-reference §3.2, §4.4).
+"""Typed, validated training configuration (docs/reference.md §3.2, §4.4).
 
 Everything the launched child process needs travels in one JSON file written from `TrainConfig.to_dict()`.
 `validate()` runs before any compute and raises `ValueError` naming the dotted parameter

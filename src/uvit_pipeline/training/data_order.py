@@ -14,7 +14,7 @@ class ResumableDataOrder(Sampler[int]):
     Global sample position p = step·global_batch + rank·per_rank + i, epoch = p // n, and the item is
     permutation(seed + epoch)[p % n]. The order therefore depends only on (seed, step), not on the
     number of processes, and a run resumed at step k continues exactly where step k left off instead
-    of repeating the first batches (uvit-reference §4.4 restores no data position; we do).
+    of repeating the first batches (docs/reference.md §4.4 restores no data position; we do).
     """
 
     def __init__(

@@ -1,4 +1,4 @@
-"""Exponential moving average of network parameters (uvit-reference §4.4)."""
+"""Exponential moving average of network parameters (docs/reference.md §4.4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The training program run by `accelerate launch` (uvit-reference §4.4, §4.5).
+"""The training program run by `accelerate launch` (docs/reference.md §4.4, §4.5).
 
 `train(config)` works in-process too (one process, no launcher). Per step, §4.4:
 zero_grad -> loss -> backward (scaled under fp16) -> optimizer.step -> lr_scheduler.step -> EMA -> step += 1.
@@ -231,7 +231,7 @@ def _check_store_shape(store, config: TrainConfig) -> None:
 
 
 def _init_trackers(config: TrainConfig) -> Accelerator:
-    # MLflow only when the parent passes a run (kedro-conventions §4.5). No config is logged: it
+    # MLflow only when the parent passes a run. No config is logged: it
     # would clash with kedro-mlflow's params; the resolved config is an artifact in run_dir instead.
     use_mlflow = bool(os.environ.get("MLFLOW_RUN_ID"))
     accelerator = Accelerator(
