@@ -25,6 +25,15 @@ def data_tag(name: str, default_root: str, root: str | None = None) -> str:
     return f"{name}-{Path(resolved).name}-{hashlib.sha1(resolved.encode()).hexdigest()[:8]}"
 
 
+def project_root() -> str:
+    """The project folder (the nearest one up from the working directory holding pyproject.toml), so
+    that `mlflow.db` is the same file from the project root, a notebook folder or a test copy."""
+    from kedro.utils import find_kedro_project
+
+    root = find_kedro_project(Path.cwd())
+    return str(root if root is not None else Path.cwd())
+
+
 class ProjectConfigLoader(OmegaConfigLoader):
     """OmegaConfigLoader that names an unknown environment (and the known ones) instead of failing
     later inside a plugin with an unrelated error."""
@@ -51,7 +60,7 @@ CONFIG_LOADER_ARGS = {
     # An experiment environment lists only what differs from base: nested keys are deep-merged, so an
     # override of `training.lr` keeps `training.batch_size`.
     "merge_strategy": {"parameters": "soft", "mlflow": "soft", "globals": "soft"},
-    "custom_resolvers": {"data_tag": data_tag},
+    "custom_resolvers": {"data_tag": data_tag, "project_root": project_root},
 }
 
 from uvit_pipeline.hooks import (  # noqa: E402

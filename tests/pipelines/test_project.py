@@ -3,6 +3,7 @@ DAG, validation before any node, the whole demo DAG with its MLflow run, reruns.
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -29,6 +30,20 @@ def copy_project(dst: Path) -> Path:
     )
     (dst / "data").mkdir()
     return dst
+
+
+@pytest.fixture(scope="session")
+def finished_demo(tmp_path_factory) -> Path:
+    """A project copy in which the whole demo DAG (shrunk to seconds) has run once."""
+    project = copy_project(tmp_path_factory.mktemp("demo-project"))
+    cwd = Path.cwd()
+    os.chdir(project)
+    try:
+        with session(project, **TINY) as s:
+            s.run()
+    finally:
+        os.chdir(cwd)
+    return project
 
 
 @pytest.fixture(scope="module")
@@ -93,16 +108,12 @@ def test_unknown_environment_lists_the_known_ones(project, monkeypatch):
 
 
 @pytest.mark.slow
-def test_demo_dag_end_to_end(tmp_path, monkeypatch):
+def test_demo_dag_end_to_end(finished_demo):
     """The whole default DAG on the demo shrunk to seconds: every stage's versioned output and the
     MLflow run (name, curves, metrics, artifacts, tags); a rerun with nothing to do leaves no run."""
     import mlflow
 
-    project = copy_project(tmp_path)
-    monkeypatch.chdir(project)
-    with session(project, **TINY) as s:
-        s.run()
-
+    project = finished_demo
     data = project / "data"
     assert (data / "01_raw/demo/imagenet/train").is_dir()
     for entry in (
@@ -144,6 +155,11 @@ def test_demo_dag_end_to_end(tmp_path, monkeypatch):
     experiment = mlflow.get_experiment_by_name("uvit_demo")
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
 
-    with session(project, **TINY) as s:  # everything exists: nothing runs, no empty run is left
-        s.run(only_missing_outputs=True)
+    cwd = Path.cwd()
+    os.chdir(project)
+    try:
+        with session(project, **TINY) as s:  # everything exists: nothing runs, no empty run is left
+            s.run(only_missing_outputs=True)
+    finally:
+        os.chdir(cwd)
     assert len(mlflow.search_runs(experiment_names=["uvit_demo"], output_format="list")) == 1
