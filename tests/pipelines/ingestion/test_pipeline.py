@@ -38,7 +38,7 @@ def test_manifest_of_the_demo_set(demo_chain, demo_params):
     names = manifest.drop_duplicates("label").set_index("label")["class_name"]
     assert names.to_dict() == dict(enumerate(sorted(CLASS_NAMES)))
     assert (manifest["width"] == 32).all() and (manifest["height"] == 32).all()
-    assert manifest["checksum"].str.fullmatch("[0-9a-f]{40}").all()
+    assert manifest["checksum"].str.fullmatch("[0-9a-f]+").all() and manifest["checksum"].is_unique
     assert manifest.attrs["raw_root"] == demo_chain["raw_images"]
 
 
