@@ -71,12 +71,16 @@ def demo_params(tmp_path_factory) -> dict:
 
 def run(pipeline, catalog: dict, params: dict) -> dict:
     """Run `pipeline` on MemoryDatasets holding `catalog` plus every `params:<section>`; returns the
-    free outputs' values."""
+    value of every output, intermediate ones included (the runner releases none of them)."""
     datasets = {k: MemoryDataset(v) for k, v in catalog.items()}
     for name, value in params.items():
         datasets[f"params:{name}"] = MemoryDataset(value)
-    result = SequentialRunner().run(pipeline, DataCatalog(datasets))
-    return {k: v.load() for k, v in result.items()}
+    names = pipeline.all_outputs()
+    for name in names:
+        datasets.setdefault(name, Kept())
+    data = DataCatalog(datasets)
+    SequentialRunner().run(pipeline, data)
+    return {name: data.load(name) for name in names}
 
 
 @pytest.fixture(scope="session")
@@ -95,13 +99,77 @@ def demo_chain(demo_params):
         "inception_weights": "pytorch-fid",
         "official_fid_stats": None,
     }
-    datasets = {k: MemoryDataset(v) for k, v in catalog.items()}
-    for name, value in demo_params.items():
-        datasets[f"params:{name}"] = MemoryDataset(value)
-    # keep every intermediate, not only the free outputs
-    names = pipeline.all_outputs()
-    for name in names:
-        datasets.setdefault(name, Kept())
-    data = DataCatalog(datasets)
-    SequentialRunner().run(pipeline, data)
-    return {name: data.load(name) for name in names}
+    return run(pipeline, catalog, demo_params)
+
+
+# A latent feature store built by the features pipeline with the tiny VAE (tests/conftest.py): 12 of the
+# demo images (3 shards of 4), their posterior moments and those of their mirror images (§4.5, §7.1).
+LATENT_FEATURES = {
+    "kind": "latent_moments",
+    "resolution": 32,
+    "crop": "adm",
+    "flip": True,
+    "shard_size": 4,
+    "batch_size": 4,
+    "scale_factor": 0.18215,
+    "device": "cpu",
+}
+N_LATENT = 12
+
+
+def with_section(params: dict, section: str, **values) -> dict:
+    """`params` with some keys of one section replaced (the others kept)."""
+    return {**params, section: {**params[section], **values}}
+
+
+@pytest.fixture(scope="session")
+def latent_chain(demo_chain, demo_params, vae_dir):
+    """Inputs, parameters and output of the features pipeline on a latent setting."""
+    from uvit_pipeline.pipelines.features import create_pipeline as features
+
+    manifest = demo_chain["image_manifest"].iloc[::3][:N_LATENT].reset_index(drop=True)
+    params = with_section(demo_params, "features", **LATENT_FEATURES)
+    inputs = {
+        "raw_images": demo_chain["raw_images"],
+        "image_manifest": manifest,
+        "autoencoder": str(vae_dir),
+    }
+    out = run(features(), inputs, params)
+    return {**inputs, "params": params, "image_features": out["image_features"]}
+
+
+def write_checkpoint(
+    path: Path,
+    model_kwargs: dict,
+    *,
+    schedule: str = "vp_continuous",
+    p_uncond: float = 0.0,
+    seed: int = 0,
+) -> str:
+    """A randomly initialised U-ViT exported as a final checkpoint (`config.json` as training writes
+    it), for checkpoint kinds the demo run does not produce (unconditional, no label dropping)."""
+    import torch
+
+    from uvit_pipeline.models import UViT
+    from uvit_pipeline.training.checkpoint import export_final
+
+    torch.manual_seed(seed)
+    nnet = UViT(**model_kwargs)
+    config = {
+        "model_kwargs": model_kwargs,
+        "schedule": schedule,
+        "p_uncond": p_uncond,
+        "data": {"kind": "pixels"},
+    }
+    return str(export_final(path, nnet, nnet, config, {"steps": 0}))
+
+
+@pytest.fixture
+def inception_calls(monkeypatch) -> list:
+    """`metrics.fid.load_inception` recorded instead of run (offline there are no pytorch-fid
+    weights): the list of the weights each call asked for."""
+    import uvit_pipeline.metrics.fid as fid
+
+    calls = []
+    monkeypatch.setattr(fid, "load_inception", lambda weights=None, **kw: calls.append(weights))
+    return calls

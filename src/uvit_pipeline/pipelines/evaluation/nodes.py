@@ -57,8 +57,10 @@ def sampling_spec(
     seed: int,
     labels: list[int] | None = None,
     label_probs: list[float] | None = None,
+    cfg_param: str = "evaluation.cfg_scale",
 ) -> dict:
-    """Everything a sampling job needs (`sampling.generate_to_dir`)."""
+    """Everything a sampling job needs (`sampling.generate_to_dir`); `cfg_param` names the parameter
+    the guidance scale comes from in errors."""
     config, _, _ = load_checkpoint_dir(uvit_checkpoint)
     n_real, null = _class_setup(config)
     is_text = config["model_kwargs"].get("clip_dim") is not None
@@ -68,9 +70,10 @@ def sampling_spec(
             "the catalog entry text_features (run the text_features pipeline first)"
         )
     if evaluation["cfg_scale"] > 0 and null is None and not is_text:
+        what = "an unconditional model" if n_real is None else "a model without a null class"
         raise ValueError(
-            "evaluation.cfg_scale > 0 needs a model trained with label dropping "
-            "(training.p_uncond > 0); set evaluation.cfg_scale=0"
+            f"{cfg_param}: a CFG scale > 0 ({evaluation['cfg_scale']}) needs a model trained with "
+            f"label dropping (training.p_uncond > 0), the checkpoint is {what}; use scale 0"
         )
     latent = config.get("data", {}).get("kind") == "latent_moments"
     if latent and decoder is None:

@@ -69,7 +69,7 @@ def generate_images(
 
     spec = sampling_spec(
         uvit_checkpoint, decoder or autoencoder, generate, n_samples=1, batch_size=1, seed=0,
-        text_features="<prompts>",
+        text_features="<prompts>", cfg_param="generate.cfg_scale",
     )  # fmt: skip
     setup = build_sampler(spec)
     k, kw = generate["n_per_condition"], {}

@@ -57,6 +57,7 @@ def sweep_guidance(
             n_samples=params["n_samples"],
             batch_size=params["batch_size"],
             seed=params["seed"],
+            cfg_param="evaluation.cfg_sweep",
         )
         folder = staging_dir(paths["staging"], "sweep", spec)
         run_sampling(spec, Path(folder), params["num_processes"])

@@ -38,7 +38,7 @@ def _read_checkpoint(path: str, config_name: str | None) -> tuple[str, dict]:
 
 def import_pretrained(
     pretrained_checkpoint: str,
-    official_fid_stats: dict,
+    official_fid_stats: dict | None,
     inception_weights: str,
     import_params: dict,
     paths: dict,
@@ -47,8 +47,11 @@ def import_pretrained(
     statistics and the FID network, all or nothing: every input is read and checked before any
     output is written."""
     name, state = _read_checkpoint(pretrained_checkpoint, import_params["config"])
-    if "mu" not in official_fid_stats:
-        raise ValueError("official_fid_stats: not a statistics file")
+    if not official_fid_stats or "mu" not in official_fid_stats:
+        raise ValueError(
+            "official_fid_stats: no official statistics (mu, sigma) for this environment; its "
+            "catalog entry must name the fid_stats .npz the checkpoint's numbers are computed against"
+        )
     network = record_inception(inception_weights, paths)
     kwargs = {**OFFICIAL_CONFIGS[name], "use_checkpoint": False}
     out = staging_dir(
