@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +85,7 @@ class MlflowTracking:
         self._nodes_run = 0
         self._named = False
         self._saved_env: dict[str, str | None] = {}
+        self._reused: str | None = None  # a run active before this session (never removed)
 
     @staticmethod
     def _run():
@@ -94,6 +96,8 @@ class MlflowTracking:
     @hook_impl
     def after_context_created(self, context) -> None:
         self._env = context.env or context.config_loader.default_run_env
+        active = self._run()
+        self._reused = active.info.run_id if active is not None else None
 
     @hook_impl
     def after_catalog_created(self, catalog) -> None:
@@ -103,6 +107,7 @@ class MlflowTracking:
     def before_pipeline_run(self, run_params: dict) -> None:
         self._names = list(run_params.get("pipeline_names") or ["__default__"])
         self._nodes_run, self._named = 0, False
+        self._started_ms = int(time.time() * 1000)
         self._name_run()
 
     def _name_run(self) -> None:
@@ -219,9 +224,16 @@ class MlflowTracking:
     def after_pipeline_run(self) -> None:
         import mlflow
 
-        run = self._run()
-        if run is not None and self._nodes_run == 0:
-            # Nothing was executed (e.g. --only-missing-outputs after a finished run): leave no run.
-            log.info("No node ran; removing the empty MLflow run %s", run.info.run_id)
+        if self._nodes_run:
+            return
+        # Nothing was executed (e.g. --only-missing-outputs after a finished run): leave no run.
+        # kedro-mlflow may already have ended the run it opened for this pipeline run.
+        run = self._run() or mlflow.last_active_run()
+        if run is None or run.info.run_id == self._reused:
+            return  # a run opened before this session belongs to someone else
+        if run.info.start_time is not None and run.info.start_time < self._started_ms - 1000:
+            return
+        log.info("No node ran; removing the empty MLflow run %s", run.info.run_id)
+        if self._run() is not None:
             mlflow.end_run()
-            mlflow.delete_run(run.info.run_id)
+        mlflow.delete_run(run.info.run_id)

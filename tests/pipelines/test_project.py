@@ -20,6 +20,15 @@ DEMO_DAG = [
 ]  # fmt: skip
 
 
+def end_stale_mlflow_runs() -> None:
+    """kedro-mlflow re-opens its run before every node and closes it once, so after a session the
+    run stays on MLflow's stack of this process; `kedro run` exits, tests must close it."""
+    import mlflow
+
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
+
+
 def copy_project(dst: Path) -> Path:
     """A copy of the project (code comes from the install; conf and data are the copy's)."""
     for name in ("conf", "pyproject.toml", ".telemetry"):
@@ -43,6 +52,7 @@ def finished_demo(tmp_path_factory) -> Path:
             s.run()
     finally:
         os.chdir(cwd)
+        end_stale_mlflow_runs()
     return project
 
 
@@ -162,4 +172,5 @@ def test_demo_dag_end_to_end(finished_demo):
             s.run(only_missing_outputs=True)
     finally:
         os.chdir(cwd)
+        end_stale_mlflow_runs()
     assert len(mlflow.search_runs(experiment_names=["uvit_demo"], output_format="list")) == 1
