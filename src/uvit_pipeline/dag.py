@@ -4,18 +4,20 @@ the output; `tests/test_docs.py` keeps it current). `python -m uvit_pipeline.dag
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from kedro.pipeline import Pipeline
 
 
-def mermaid(pipeline: Pipeline) -> str:
-    """`flowchart LR`: tasks as boxes, datasets as rounded nodes; parameters are left out."""
+def mermaid(pipeline: Pipeline, hide: set[str] | frozenset = frozenset()) -> str:
+    """`flowchart LR`: tasks as boxes, datasets as rounded nodes; parameters and `hide` (inputs the
+    environment does not have: `NotUsed` catalog entries) are left out."""
     lines = ["flowchart LR"]
     datasets: set[str] = set()
     for node in pipeline.nodes:  # topological order
         lines.append(f"  {node.name}[{node.name}]")
         for name in node.inputs:
-            if not name.startswith("params:"):
+            if not name.startswith("params:") and name not in hide and name != "run_overrides":
                 datasets.add(name)
                 lines.append(f"  {name} --> {node.name}")
         for name in node.outputs:
@@ -25,17 +27,39 @@ def mermaid(pipeline: Pipeline) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str]) -> int:
-    from pathlib import Path
-
+def environment_dag(project_path, env: str | None) -> str:
+    """The Mermaid diagram of an environment's `__default__` (what `kedro run --env <env>` runs)."""
     from kedro.framework.project import pipelines
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
 
-    bootstrap_project(Path.cwd())
-    with KedroSession.create(env=argv[0] if argv else None) as session:
-        session.load_context()  # selects the environment's `__default__`
-        print(mermaid(pipelines["__default__"]))  # noqa: T201
+    from uvit_pipeline.datasets import NotUsed
+
+    bootstrap_project(project_path)
+    with KedroSession.create(project_path=project_path, env=env) as session:
+        catalog = session.load_context().catalog  # also selects the environment's `__default__`
+        hide = {n for n in catalog.keys() if isinstance(catalog.get(n), NotUsed)}
+        return mermaid(pipelines["__default__"], hide)
+
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "architecture.md"
+DOC_ENVIRONMENTS = ("demo", "imagenet256_uvit_huge", "mscoco_uvit_small")
+
+
+def doc_block(env: str, diagram: str) -> str:
+    return f"<!-- dag:{env} -->\n```mermaid\n{diagram}\n```\n<!-- /dag:{env} -->"
+
+
+def main(argv: list[str]) -> int:
+    """Rewrite the diagrams of docs/architecture.md from the code (between `<!-- dag:<env> -->`)."""
+    text = DOC.read_text()
+    for env in argv or DOC_ENVIRONMENTS:
+        start, end = f"<!-- dag:{env} -->", f"<!-- /dag:{env} -->"
+        if start not in text:
+            raise SystemExit(f"{DOC} has no {start} block")
+        a, b = text.index(start), text.index(end) + len(end)
+        text = text[:a] + doc_block(env, environment_dag(DOC.parents[1], env)) + text[b:]
+    DOC.write_text(text)
     return 0
 
 
