@@ -204,7 +204,13 @@ class DiscreteSchedule(NoiseSchedule):
         if net_timesteps.is_floating_point():
             return super().train_alpha_sigma(t_cont, net_timesteps)
         n = net_timesteps.long()
-        if n.numel() and (int(n.min()) < 0 or int(n.max()) > self.num_steps):
+        # Range check on CPU tensors only: on a GPU it would cost two device syncs every step, and
+        # training draws n in range by construction (`sample_train_t`).
+        if (
+            n.device.type == "cpu"
+            and n.numel()
+            and (int(n.min()) < 0 or int(n.max()) > self.num_steps)
+        ):
             raise ValueError(
                 f"net_timesteps must lie in 0..{self.num_steps}, got {n.min()}..{n.max()}"
             )
