@@ -60,7 +60,10 @@ class ValidateParameters:
         if "parameters" in catalog:
             validate_all(catalog.load("parameters"))
         # The run report lists what this run changed on the command line.
-        catalog["run_overrides"] = self._runtime
+        if "run_overrides" in catalog:
+            catalog.get("run_overrides").save(self._runtime)
+        else:
+            catalog["run_overrides"] = self._runtime
 
 
 def _git_commit(cwd: Path) -> str | None:
