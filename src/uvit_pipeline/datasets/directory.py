@@ -184,7 +184,7 @@ class PromptFileDataset(AbstractDataset[list, list]):
         try:
             return read_prompts(self._filepath)
         except (OSError, ValueError) as err:
-            raise DatasetError(f"prompt_file: {err}") from err
+            raise DatasetError(str(err)) from err
 
     def save(self, data) -> None:
         raise DatasetError("the prompt file is an input and is never written")
