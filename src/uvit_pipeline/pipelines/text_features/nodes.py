@@ -14,7 +14,7 @@ log = logging.getLogger(__name__)
 
 def build_text_features(
     image_manifest: pd.DataFrame,
-    image_features: str,
+    image_features: str | None,
     text_encoder: str,
     text: dict,
     model: dict,
@@ -22,7 +22,9 @@ def build_text_features(
 ) -> str:
     """Every caption of every image -> the text encoder's last hidden state (fp16, §7.3), in the
     image store's row order for train2014 and the manifest's for val2014; plus the encoded empty
-    prompt (the null context of guidance) and the visualisation prompts."""
+    prompt (the null context of guidance) and the visualisation prompts. Without an image feature
+    store (evaluating an imported checkpoint) only the val2014 captions are encoded: they are what
+    evaluation samples are conditioned on."""
     import torch
 
     from uvit_pipeline.data.text_features import extract_text_features
@@ -37,14 +39,16 @@ def build_text_features(
     )
     check_clip_dim(kwargs.get("clip_dim"), encoder)  # before any compute
     val = image_manifest[image_manifest["split"] == "val2014"]
-    image_rows = {
-        "train2014": FeatureStore(image_features).manifest["image_id"].tolist(),
-        "val2014": val["image_id"].tolist(),
-    }
+    image_rows = {"val2014": val["image_id"].tolist()}
+    if image_features is not None:
+        image_rows["train2014"] = FeatureStore(image_features).manifest["image_id"].tolist()
+    else:
+        log.info("No image feature store yet: encoding the val2014 captions only (for evaluation)")
+        image_manifest = val
     identity = {
         "encoder": text_encoder_identity(encoder, text["max_length"]),
         "manifest": manifest_id(image_manifest),
-        "store": image_rows["train2014"][:8] + [len(image_rows["train2014"])],
+        "rows": {k: [len(v), *v[:8]] for k, v in image_rows.items()},
         "prompts": text["prompts"],
         "shard_size": text["shard_size"],
     }
