@@ -14,7 +14,7 @@ from uvit_pipeline.training import (
     load_uvit_from_checkpoint,
     train,
 )
-from uvit_pipeline.training.text_data import verify_text_store
+from uvit_pipeline.training.data import verify_text_store
 
 from ..text_fixtures import ENCODER, write_latent_store, write_text_store
 

@@ -7,7 +7,6 @@ zero_grad -> loss -> backward (scaled under fp16) -> optimizer.step -> lr_schedu
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 from dataclasses import dataclass
@@ -17,7 +16,6 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import gather_object, set_seed
 from torch import nn
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .._io import StagingLock
@@ -25,7 +23,7 @@ from ..diffusion import get_schedule, noise_prediction_loss
 from ..models import UViT, train_step_flops
 from . import checkpoint as ckpt
 from .config import TrainConfig
-from .data_order import ResumableDataOrder
+from .data import check_resume_identity, make_loader, open_store, prepare_batch, verify_text_store
 from .ema import create_ema, ema_update
 from .monitor import JsonlWriter, param_hash, peak_flops, peak_memory_bytes, reset_peak_memory, sync
 
@@ -106,130 +104,6 @@ def train_step(
     return loss.detach()
 
 
-def prepare_batch(batch, config: TrainConfig, device: torch.device, conditional: bool):
-    """Dataset batch (x, label | context) -> (x0 fp32 network input, labels / contexts or None), §4.5.
-
-    Pixel items are already in [-1, 1]; latent items are moments (B, 8, h, w) from which a fresh
-    posterior sample is drawn every step, in fp32 and outside autocast, then scaled.
-    """
-    x, c = batch
-    x = x.to(device, non_blocking=True).float()
-    if config.data.kind == "latent_moments":
-        from ..encoders import sample_latents  # lazy: only latent runs need the encoders package
-
-        x = sample_latents(x, config.data.scale_factor, None)
-    if not conditional:
-        return x, None
-    c = c.to(device, non_blocking=True)
-    return x, (c.float() if c.is_floating_point() else c.long())  # text contexts | class labels
-
-
-def open_store(config: TrainConfig, accelerator: Accelerator):
-    """Open and check the feature store before any training: layout, meta, shapes, identity,
-    content (sha256 of every file, on the main process) and label range."""
-    from ..data import FeatureStore  # lazy: keeps `import training` light
-
-    store = FeatureStore(config.data.path)
-    if config.data.expected_meta:
-        store.verify_meta(config.data.expected_meta)
-    if store.meta.get("kind") != config.data.kind:
-        raise ValueError(
-            f"training.data.kind is {config.data.kind!r} but store {store.root} holds "
-            f"{store.meta.get('kind')!r} features"
-        )
-    _check_store_shape(store, config)
-    if config.data.content_id and store.content_id != config.data.content_id:
-        raise ValueError(
-            f"training.data.content_id is {config.data.content_id!r} but store {store.root} "
-            f"holds content {store.content_id!r}"
-        )
-    if accelerator.is_main_process:
-        store.verify(progress=True)
-    accelerator.wait_for_everyone()
-    num_classes = config.model_kwargs().get("num_classes", -1)
-    if isinstance(num_classes, int) and num_classes > 0:
-        # With label dropping the last class index is the null class (§4.3), never a data label.
-        store.check_labels(num_classes - 1 if config.p_uncond > 0 else num_classes)
-    return store
-
-
-def _check_resume_identity(path, state: dict, store) -> None:
-    """Refuse to continue a state trained on other data (its recorded store content_id)."""
-    recorded = ((state["state"].get("config") or {}).get("data") or {}).get("content_id")
-    if not recorded:
-        logger.warning("training state %s records no feature store identity; not checked", path)
-    elif recorded != store.content_id:
-        raise ValueError(
-            f"training state {path} was trained on feature store content {recorded}, but "
-            f"{store.root} holds content {store.content_id}: refusing to resume on different "
-            "data. Train the new data in another run directory, or point training.data.path "
-            "back at the original store."
-        )
-
-
-def _make_loader(
-    config: TrainConfig, accelerator: Accelerator, start_step: int, store=None
-) -> DataLoader:
-    from ..data import FeatureDataset  # lazy: keeps `import training` light
-
-    if store is None:
-        store = open_store(config, accelerator)
-    rank = accelerator.process_index
-    # flips / label drops / caption draws differ per rank and per resume point (workers add their seed)
-    seed = config.seed + 7919 * rank + start_step
-    if config.data.text_path:
-        from .text_data import text_dataset
-
-        dataset = text_dataset(config, store, seed)
-    else:
-        dataset = FeatureDataset(
-            store,
-            random_flip=config.data.random_flip,
-            p_uncond=config.p_uncond,
-            null_label=config.null_label(),
-            seed=seed,
-        )
-    order = ResumableDataOrder(
-        len(dataset),
-        config.batch_size,
-        rank,
-        accelerator.num_processes,
-        config.seed,
-        start_step,
-    )
-    return DataLoader(
-        dataset,
-        batch_size=config.batch_size // accelerator.num_processes,
-        sampler=order,
-        num_workers=config.data.num_workers,
-        pin_memory=accelerator.device.type == "cuda",
-        drop_last=True,
-        persistent_workers=config.data.num_workers > 0,
-    )
-
-
-def _check_store_shape(store, config: TrainConfig) -> None:
-    """Fail before training when the network input does not match the stored features."""
-    kw = config.model_kwargs()
-    if config.data.kind == "latent_moments":
-        shape = store.fields["moments"][0]  # (V, 2·C, h, w): [orig(, flipped)] moments
-        got = (shape[1] // 2, shape[2], shape[3])
-        stored = store.meta.get("scale_factor")  # another scale is another latent space (§4.5)
-        if stored is not None and not math.isclose(stored, config.data.scale_factor, rel_tol=1e-6):
-            raise ValueError(
-                f"training.data.scale_factor is {config.data.scale_factor} but latent store "
-                f"{store.root} was made for scale_factor {stored}"
-            )
-    else:
-        got = tuple(store.fields["x"][0])  # (C, H, W)
-    want = (kw["in_chans"], kw["img_size"], kw["img_size"])
-    if got != want:
-        raise ValueError(
-            f"model.in_chans/model.img_size give network inputs {want} but store {store.root} "
-            f"yields {got} ({config.data.kind})"
-        )
-
-
 def _init_trackers(config: TrainConfig) -> Accelerator:
     # MLflow only when the parent passes a run. No config is logged: it
     # would clash with kedro-mlflow's params; the resolved config is an artifact in run_dir instead.
@@ -273,8 +147,6 @@ def train(config: TrainConfig) -> Path:
 def _train(config: TrainConfig, accelerator: Accelerator) -> Path:
     text_identity = None
     if config.data.text_path:  # fail on a mismatched text store before loading anything
-        from .text_data import verify_text_store
-
         text_identity = verify_text_store(config).identity
     device, is_main = accelerator.device, accelerator.is_main_process
     run_dir = Path(config.run_dir)
@@ -287,13 +159,13 @@ def _train(config: TrainConfig, accelerator: Accelerator) -> Path:
     if config.resume:  # a corrupt newest state is skipped with a warning naming it
         latest, state = ckpt.load_latest_training_state(ckpt_root)
     if state is not None:
-        _check_resume_identity(latest, state, store)
+        check_resume_identity(latest, state, store)
     start_step = int(state["state"]["step"]) if state else 0
     objs = build_train_objects(config, accelerator, state)
     del state
     # §4.4 seeds seed + rank; a resumed run re-seeds by step so its noise/t draws are fresh.
     set_seed(config.seed + start_step, device_specific=True)
-    loader = _make_loader(config, accelerator, start_step, store)
+    loader = make_loader(config, accelerator, start_step, store)
 
     metrics = JsonlWriter(run_dir / "metrics.jsonl", enabled=is_main)
     events = JsonlWriter(run_dir / "events.jsonl", enabled=is_main)
@@ -318,8 +190,8 @@ def _train(config: TrainConfig, accelerator: Accelerator) -> Path:
         resolved["text_encoder"] = text_identity
     resolved["data"]["content_id"] = store.content_id  # recorded in every state and the export
     per_rank = config.batch_size // accelerator.num_processes
-    flops_step = train_step_flops(objs.model_kwargs, per_rank)
-    peak = peak_flops(device, config.peak_tflops)
+    peak = peak_flops(device, config.peak_tflops)  # MFU = FLOP/s of the step / the device's peak
+    peak_rate = None if peak is None else train_step_flops(objs.model_kwargs, per_rank) / peak
     kw = objs.model_kwargs
     conditional = kw.get("num_classes", -1) > 0 or kw.get("clip_dim") is not None
     if start_step >= config.n_steps:
@@ -341,25 +213,9 @@ def _train(config: TrainConfig, accelerator: Accelerator) -> Path:
         step += 1
         bar.update(1)
         if step % config.log_interval == 0 or step == config.n_steps:
-            sync(device)
-            dt = max(time.time() - t_log, 1e-9)
-            last_loss = accelerator.reduce(loss_sum / n_loss, reduction="mean").item()
-            steps_s = (step - step_log) / dt
-            record = {
-                "step": step,
-                "loss": last_loss,
-                "lr": objs.lr_scheduler.get_last_lr()[0],
-                "steps_per_s": steps_s,
-                "images_per_s": steps_s * config.batch_size,
-                "peak_mem_bytes": peak_memory_bytes(device),
-            }
-            if peak is not None:
-                record["mfu"] = flops_step * steps_s / peak
-            metrics.write(record)
-            accelerator.log({k: v for k, v in record.items() if k != "step"}, step=step)
+            window = (step - step_log, max(time.time() - t_log, 1e-9), loss_sum / n_loss)
+            last_loss = _log_interval(config, accelerator, objs, step, window, metrics, peak_rate)
             bar.set_postfix(loss=f"{last_loss:.4f}")
-            if is_main:
-                _report_progress(step, config.n_steps, last_loss, steps_s)
             loss_sum.zero_()
             reset_peak_memory(device)
             n_loss, t_log, step_log = 0, time.time(), step
@@ -397,6 +253,30 @@ def _train(config: TrainConfig, accelerator: Accelerator) -> Path:
     accelerator.wait_for_everyone()
     # Deliberately no accelerator.end_training(): its MLflow tracker would end the parent's run.
     return final
+
+
+def _log_interval(config, accelerator, objs, step, window, metrics, peak_rate) -> float:
+    """One metrics record (loss averaged over ranks, lr, throughput, memory, MFU) to metrics.jsonl,
+    MLflow (through accelerate's tracker) and the progress log; returns the loss."""
+    steps, seconds, mean_loss = window
+    sync(accelerator.device)
+    loss = accelerator.reduce(mean_loss, reduction="mean").item()
+    steps_s = steps / seconds
+    record = {
+        "step": step,
+        "loss": loss,
+        "lr": objs.lr_scheduler.get_last_lr()[0],
+        "steps_per_s": steps_s,
+        "images_per_s": steps_s * config.batch_size,
+        "peak_mem_bytes": peak_memory_bytes(accelerator.device),
+    }
+    if peak_rate is not None:
+        record["mfu"] = peak_rate * steps_s
+    metrics.write(record)
+    accelerator.log({k: v for k, v in record.items() if k != "step"}, step=step)
+    if accelerator.is_main_process:
+        _report_progress(step, config.n_steps, loss, steps_s)
+    return loss
 
 
 def _save_state(config, accelerator, objs, step, resolved, ckpt_root, events) -> None:

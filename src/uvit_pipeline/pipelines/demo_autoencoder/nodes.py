@@ -32,7 +32,9 @@ def train_demo_autoencoder(
 
     p = demo_autoencoder
     if "split" in image_manifest.columns:  # the COCO layout: train on the training images
-        image_manifest = image_manifest[image_manifest["split"] == "train2014"].reset_index(drop=True)
+        image_manifest = image_manifest[image_manifest["split"] == "train2014"].reset_index(
+            drop=True
+        )
     identity = {**p, "manifest": manifest_id(image_manifest), "crop": features["crop"],
                 "resolution": features["resolution"]}  # fmt: skip
     out = staging_dir(paths["staging"], "demo-autoencoder", identity)
@@ -59,7 +61,9 @@ def train_demo_autoencoder(
         atomic_write_json(out / "report.json", report)  # written last: marks the build complete
     shown = images[-8:]
     rec = reconstruct(vae, shown)
-    pairs = np.concatenate([np.concatenate(list(shown), axis=2), np.concatenate(list(rec), axis=2)], 1)
+    pairs = np.concatenate(
+        [np.concatenate(list(shown), axis=2), np.concatenate(list(rec), axis=2)], 1
+    )
     picture = Image.fromarray(pairs.transpose(1, 2, 0)).resize(
         (pairs.shape[2] * 4, pairs.shape[1] * 4), Image.NEAREST
     )
