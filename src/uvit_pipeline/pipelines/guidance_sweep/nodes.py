@@ -7,6 +7,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from uvit_pipeline.pipelines._figures import figure_image, new_figure
 from uvit_pipeline.pipelines._staging import staging_dir
 from uvit_pipeline.pipelines.evaluation.nodes import run_sampling, sampling_spec, score_samples
 
@@ -14,24 +15,17 @@ log = logging.getLogger(__name__)
 
 
 def _plot(results: list[dict]) -> Image.Image:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     scales = [r["cfg_scale"] for r in results]
     metrics = [k for k in results[0] if k != "cfg_scale"]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.6), dpi=100)
-    for ax, name in zip(list(getattr(axes, "flat", [axes])), metrics, strict=True):
+    fig, axes = new_figure(4.5 * len(metrics), 3.6)
+    fig.clf()
+    for i, name in enumerate(metrics):
+        ax = fig.add_subplot(1, len(metrics), i + 1)
         ax.plot(scales, [r[name] for r in results], marker="o")
         ax.set_xlabel("CFG scale s  (ε = (1+s)·ε_c − s·ε_u)")
         ax.set_title(name)
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.canvas.draw()
-    image = Image.frombuffer("RGBA", fig.canvas.get_width_height(), fig.canvas.buffer_rgba())
-    plt.close(fig)
-    return image.convert("RGB")
+    return figure_image(fig)
 
 
 def sweep_guidance(

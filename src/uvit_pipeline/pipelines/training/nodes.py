@@ -10,6 +10,7 @@ from pathlib import Path
 from PIL import Image
 
 from uvit_pipeline.launch import LaunchSpec
+from uvit_pipeline.pipelines._figures import figure_image, new_figure
 from uvit_pipeline.pipelines._staging import identity_key
 from uvit_pipeline.training import TrainConfig, launch_training
 
@@ -81,14 +82,9 @@ def make_train_config(
 
 def loss_curve(run_dir: Path) -> Image.Image:
     """The run's loss (log scale) and learning rate against the step, from `metrics.jsonl`."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x]
     steps = [r["step"] for r in rows]
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    fig, ax = new_figure(7, 4)
     ax.plot(steps, [r["loss"] for r in rows], color="tab:blue", label="loss")
     ax.set_yscale("log")
     ax.set_xlabel("step")
@@ -97,11 +93,7 @@ def loss_curve(run_dir: Path) -> Image.Image:
     lr.plot(steps, [r["lr"] for r in rows], color="tab:orange", label="learning rate")
     lr.set_ylabel("learning rate", color="tab:orange")
     ax.set_title(f"Training loss, {len(rows)} logged points")
-    fig.tight_layout()
-    fig.canvas.draw()
-    image = Image.frombuffer("RGBA", fig.canvas.get_width_height(), fig.canvas.buffer_rgba())
-    plt.close(fig)
-    return image.convert("RGB")
+    return figure_image(fig)
 
 
 def train_uvit(
