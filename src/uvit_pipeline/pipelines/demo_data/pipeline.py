@@ -1,19 +1,11 @@
 """`demo_data`: a seeded synthetic, labelled, captioned image set for the demo environments only."""
 
-from kedro.pipeline import Node, Pipeline
-
+from .._nodes import node, stage
 from .nodes import generate_demo
 
 
-def create_pipeline(**kwargs) -> Pipeline:
-    return Pipeline(
-        [
-            Node(
-                func=generate_demo,
-                inputs=["params:demo", "params:paths"],
-                outputs=["raw_images", "demo_data_summary"],
-                name="generate_demo_data",
-            )
-        ],
-        tags=["demo_data"],
+def create_pipeline(**kwargs):
+    return stage(
+        "demo_data",
+        node(generate_demo, ["raw_images", "demo_data_summary"], name="generate_demo_data"),
     )

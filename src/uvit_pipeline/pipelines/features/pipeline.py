@@ -1,26 +1,8 @@
 """`features`: manifest -> sharded feature store (pixels, or VAE posterior moments)."""
 
-from kedro.pipeline import Node, Pipeline
-
+from .._nodes import node, stage
 from .nodes import build_image_features
 
 
-def create_pipeline(**kwargs) -> Pipeline:
-    return Pipeline(
-        [
-            Node(
-                func=build_image_features,
-                inputs=[
-                    "raw_images",
-                    "image_manifest",
-                    "autoencoder",
-                    "params:features",
-                    "params:data",
-                    "params:paths",
-                ],
-                outputs=["image_features", "feature_report"],
-                name="build_image_features",
-            )
-        ],
-        tags=["features"],
-    )
+def create_pipeline(**kwargs):
+    return stage("features", node(build_image_features, ["image_features", "feature_report"]))

@@ -1,28 +1,8 @@
 """`generate`: images from a trained or imported checkpoint for chosen classes or prompts."""
 
-from kedro.pipeline import Node, Pipeline
-
+from .._nodes import node, stage
 from .nodes import generate_images
 
 
-def create_pipeline(**kwargs) -> Pipeline:
-    return Pipeline(
-        [
-            Node(
-                func=generate_images,
-                inputs=[
-                    "uvit_checkpoint",
-                    "image_features",
-                    "autoencoder",
-                    "decoder",
-                    "text_encoder",
-                    "prompt_file",
-                    "params:generate",
-                    "params:paths",
-                ],
-                outputs=["generated_images", "generated_grid"],
-                name="generate_images",
-            )
-        ],
-        tags=["generate"],
-    )
+def create_pipeline(**kwargs):
+    return stage("generate", node(generate_images, ["generated_images", "generated_grid"]))

@@ -1,27 +1,8 @@
 """`guidance_sweep`: sample and score a checkpoint at each CFG scale of `evaluation.cfg_sweep`."""
 
-from kedro.pipeline import Node, Pipeline
-
+from .._nodes import node, stage
 from .nodes import sweep_guidance
 
 
-def create_pipeline(**kwargs) -> Pipeline:
-    return Pipeline(
-        [
-            Node(
-                func=sweep_guidance,
-                inputs=[
-                    "uvit_checkpoint",
-                    "autoencoder",
-                    "decoder",
-                    "reference_stats",
-                    "feature_network",
-                    "params:evaluation",
-                    "params:paths",
-                ],
-                outputs=["guidance_sweep", "guidance_curve"],
-                name="sweep_guidance",
-            )
-        ],
-        tags=["guidance_sweep"],
-    )
+def create_pipeline(**kwargs):
+    return stage("guidance_sweep", node(sweep_guidance, ["guidance_sweep", "guidance_curve"]))

@@ -36,17 +36,17 @@ def _read_checkpoint(path: str, config_name: str | None) -> tuple[str, dict]:
     return name, state
 
 
-def import_pretrained(
+def import_official_files(
     pretrained_checkpoint: str,
     official_fid_stats: dict | None,
     inception_weights: str,
-    import_params: dict,
+    import_pretrained: dict,
     paths: dict,
 ) -> tuple[str, dict, str]:
     """An official `.pth` (plain EMA state dict, §2) + its `fid_stats` file -> checkpoint, reference
     statistics and the FID network, all or nothing: every input is read and checked before any
     output is written."""
-    name, state = _read_checkpoint(pretrained_checkpoint, import_params["config"])
+    name, state = _read_checkpoint(pretrained_checkpoint, import_pretrained["config"])
     if not official_fid_stats or "mu" not in official_fid_stats:
         raise ValueError(
             "official_fid_stats: no official statistics (mu, sigma) for this environment; its "

@@ -4,26 +4,12 @@ Its outputs are those of `training` and `fid_reference`: run it instead of them 
 `evaluation` reproduces the paper's number from the published weights.
 """
 
-from kedro.pipeline import Node, Pipeline
+from .._nodes import node, stage
+from .nodes import import_official_files
 
-from .nodes import import_pretrained
 
-
-def create_pipeline(**kwargs) -> Pipeline:
-    return Pipeline(
-        [
-            Node(
-                func=import_pretrained,
-                inputs=[
-                    "pretrained_checkpoint",
-                    "official_fid_stats",
-                    "inception_weights",
-                    "params:import_pretrained",
-                    "params:paths",
-                ],
-                outputs=["uvit_checkpoint", "reference_stats", "feature_network"],
-                name="import_pretrained",
-            )
-        ],
-        tags=["import_pretrained"],
+def create_pipeline(**kwargs):
+    outputs = ["uvit_checkpoint", "reference_stats", "feature_network"]
+    return stage(
+        "import_pretrained", node(import_official_files, outputs, name="import_pretrained")
     )

@@ -1,26 +1,8 @@
 """`text_features`: captions -> text-encoder features for text-to-image training and evaluation."""
 
-from kedro.pipeline import Node, Pipeline
-
+from .._nodes import node, stage
 from .nodes import build_text_features
 
 
-def create_pipeline(**kwargs) -> Pipeline:
-    return Pipeline(
-        [
-            Node(
-                func=build_text_features,
-                inputs=[
-                    "image_manifest",
-                    "image_features",
-                    "text_encoder",
-                    "params:text",
-                    "params:model",
-                    "params:paths",
-                ],
-                outputs="text_features",
-                name="build_text_features",
-            )
-        ],
-        tags=["text_features"],
-    )
+def create_pipeline(**kwargs):
+    return stage("text_features", node(build_text_features, "text_features"))
