@@ -39,42 +39,25 @@ def _fail(name: str, what: str, value: Any) -> None:
     raise ParameterError(f"{name} must be {what}, got {value!r}")
 
 
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+def number(what: str, *, integer: bool = False, low=None, low_open=False, high=None) -> Check:
+    """A check for an int (or any real number) in [low, high) — (low, high) when `low_open`."""
+
+    def run(name, v):
+        kind = int if integer else int | float
+        ok = isinstance(v, kind) and not isinstance(v, bool)
+        ok = ok and (low is None or (v > low if low_open else v >= low))
+        if not ok or (high is not None and v >= high):
+            _fail(name, what, v)
+
+    return run
 
 
-def _is_number(v) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
-
-
-def pos_int(name, v):
-    if not _is_int(v) or v <= 0:
-        _fail(name, "a positive integer", v)
-
-
-def nonneg_int(name, v):
-    if not _is_int(v) or v < 0:
-        _fail(name, "a non-negative integer", v)
-
-
-def integer(name, v):
-    if not _is_int(v):
-        _fail(name, "an integer", v)
-
-
-def pos_number(name, v):
-    if not _is_number(v) or v <= 0:
-        _fail(name, "a positive number", v)
-
-
-def nonneg_number(name, v):
-    if not _is_number(v) or v < 0:
-        _fail(name, "a number >= 0", v)
-
-
-def probability(name, v):
-    if not _is_number(v) or not 0 <= v < 1:
-        _fail(name, "a number in [0, 1)", v)
+pos_int = number("a positive integer", integer=True, low=0, low_open=True)
+nonneg_int = number("a non-negative integer", integer=True, low=0)
+integer = number("an integer", integer=True)
+pos_number = number("a positive number", low=0, low_open=True)
+nonneg_number = number("a number >= 0", low=0)
+probability = number("a number in [0, 1)", low=0, high=1)
 
 
 def boolean(name, v):
@@ -124,14 +107,15 @@ def _mixed_precision(name, v):
 
 
 def _betas(name, v):
-    if not isinstance(v, list | tuple) or len(v) != 2 or not all(_is_number(b) for b in v):
+    numbers = all(isinstance(b, int | float) and not isinstance(b, bool) for b in v or ())
+    if not isinstance(v, list | tuple) or len(v) != 2 or not numbers:
         _fail(name, "two numbers [beta1, beta2]", v)
     if not all(0 <= b < 1 for b in v):
         _fail(name, "two numbers in [0, 1)", v)
 
 
 def _str_or_int(name, v):
-    if not (isinstance(v, str) and v) and not _is_int(v):
+    if not (isinstance(v, str) and v) and not (isinstance(v, int) and not isinstance(v, bool)):
         _fail(name, "a class index or a class name", v)
 
 
