@@ -137,9 +137,9 @@ def test_prompt_file(tmp_path):
     path.write_text("A red bus.\n\n  A cat on a mat.  \n", encoding="utf-8")
     assert PromptFileDataset(filepath=str(path)).load() == ["A red bus.", "A cat on a mat."]
     (tmp_path / "blank.txt").write_text("\n \n")
-    with pytest.raises(DatasetError, match="prompt_file: .*blank.txt holds no prompts"):
+    with pytest.raises(DatasetError, match="^prompt file .*blank.txt holds no prompts"):
         PromptFileDataset(filepath=str(tmp_path / "blank.txt")).load()
-    with pytest.raises(DatasetError, match="prompt_file: .*nope.txt does not exist"):
+    with pytest.raises(DatasetError, match="^prompt file .*nope.txt does not exist"):
         PromptFileDataset(filepath=str(tmp_path / "nope.txt")).load()
     with pytest.raises(DatasetError, match="never written"):
         PromptFileDataset(filepath=str(path)).save(["x"])

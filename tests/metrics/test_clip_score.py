@@ -100,7 +100,7 @@ def test_bad_inputs_and_offline_errors(scorer, tmp_path):
         clip_similarities(scorer, _images(), TEXTS[:2])
     with pytest.raises(ValueError, match="uint8"):
         clip_similarities(scorer, _images().astype(np.float32), TEXTS)
-    with pytest.raises(FileNotFoundError, match="evaluation.clip_model"):
+    with pytest.raises(FileNotFoundError, match="catalog entry `clip_model`"):
         load_clip_scorer(tmp_path / "missing")
     with pytest.raises(RuntimeError, match="huggingface-cli download"):
         load_clip_scorer("unit-test/not-cached-clip", local_files_only=True)

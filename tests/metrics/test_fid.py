@@ -140,24 +140,24 @@ def test_load_inception_from_local_file(random_fid_weights, tmp_path):
 def test_load_inception_rejects_wrong_file(tmp_path):
     bad = tmp_path / "bad.pth"
     torch.save({"conv.weight": torch.zeros(1)}, bad)
-    with pytest.raises(ValueError, match="fid.inception_weights"):
+    with pytest.raises(ValueError, match="catalog entry `inception_weights`"):
         fid.load_inception(weights_path=bad)
-    with pytest.raises(FileNotFoundError, match="fid.inception_weights"):
+    with pytest.raises(FileNotFoundError, match="catalog entry `inception_weights`"):
         fid.load_inception(weights_path=tmp_path / "absent.pth")
 
 
-def test_load_inception_offline_error_names_parameter(monkeypatch, tmp_path):
+def test_load_inception_offline_error_names_catalog_entry(monkeypatch, tmp_path):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))  # empty cache
 
     def offline(*args, **kwargs):
         raise urllib.error.URLError("network unreachable")
 
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
-    with pytest.raises(RuntimeError, match="fid.inception_weights") as info:
+    with pytest.raises(RuntimeError, match="catalog entry `inception_weights`") as info:
         fid.load_inception()
     assert fid.FID_WEIGHTS_URL in str(info.value)
     assert str(tmp_path) in str(info.value)
-    with pytest.raises(RuntimeError, match="fid.inception_weights"):
+    with pytest.raises(RuntimeError, match="catalog entry `inception_weights`"):
         fid.load_inception(allow_download=False)
 
 

@@ -133,8 +133,9 @@ class PretrainedDataset(AbstractDataset[str, str]):
     def load(self) -> str:
         if self._is_local() and not Path(self._source).expanduser().exists():
             raise DatasetError(
-                f"'{self._source}' does not exist. Download it (see README: official files) or "
-                "point this catalog entry at your copy."
+                f"'{self._source}' does not exist. Download it (docs/latent.md and "
+                "docs/text_to_image.md list the official files) or point this catalog entry at "
+                "your copy."
             )
         return self._source
 

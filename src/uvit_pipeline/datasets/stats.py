@@ -32,7 +32,7 @@ class NpzStatsDataset(AbstractVersionedDataset[dict, dict]):
         except FileNotFoundError as err:
             raise DatasetError(
                 f"Statistics file '{path}' does not exist. Official `fid_stats_*.npz` files come with "
-                "the U-ViT release (see README, 'Reproducing the paper'); computed ones are written "
+                "the U-ViT release (docs/latent.md, docs/text_to_image.md); computed ones are written "
                 "by the fid_reference pipeline."
             ) from err
         except ValueError as err:

@@ -33,9 +33,10 @@ LOGVAR_RANGE = (-30.0, 20.0)  # §4.5
 def _offline_message(name_or_path: str, reason: str) -> str:
     ids = "; ".join(f"{k}: {v}" for k, v in SD_VAE_IDS.items())
     return (
-        f"features.autoencoder: cannot load AutoencoderKL {name_or_path!r} ({reason}). Set the parameter "
-        "`features.autoencoder` to a local diffusers-format directory (config.json + "
-        "diffusion_pytorch_model.safetensors) or to a Hugging Face id reachable from this machine. "
+        f"catalog entry `autoencoder`/`decoder`: cannot load AutoencoderKL {name_or_path!r} "
+        f"({reason}). Point the catalog entry (its `source`) at a local diffusers-format "
+        "directory (config.json + diffusion_pytorch_model.safetensors) or at a Hugging Face id "
+        "reachable from this machine. "
         f"Known ids for the U-ViT autoencoders: {ids}. Download once on a connected machine with "
         "`huggingface-cli download <id>` (or AutoencoderKL.from_pretrained(<id>).save_pretrained(<dir>))."
     )
@@ -57,13 +58,15 @@ def load_autoencoder(
     path = Path(name)
     if path.suffix in {".pth", ".ckpt", ".pt"}:
         raise ValueError(
-            f"features.autoencoder: {name} is an original LDM-format checkpoint; this pipeline needs "
-            "diffusers-format weights (a directory with config.json or a Hugging Face id). "
-            + _offline_message(name, "unsupported file format")
+            f"catalog entry `autoencoder`/`decoder`: {name} is an original LDM-format checkpoint; "
+            "this pipeline needs diffusers-format weights (a directory with config.json or a "
+            "Hugging Face id). " + _offline_message(name, "unsupported file format")
         )
     looks_local = path.is_absolute() or name.startswith((".", "~")) or path.exists()
     if looks_local and not path.is_dir():
-        raise FileNotFoundError(f"features.autoencoder: directory {path} does not exist")
+        raise FileNotFoundError(
+            f"catalog entry `autoencoder`/`decoder`: directory {path} does not exist"
+        )
     from diffusers import AutoencoderKL
 
     kwargs = {"torch_dtype": dtype, "subfolder": subfolder, "cache_dir": cache_dir}
@@ -76,7 +79,8 @@ def load_autoencoder(
     if not vae.config.use_quant_conv:
         # §4.5: moments are taken after quant_conv (1×1, 8->8); a VAE without it is not the KL-f8 family
         raise ValueError(
-            f"features.autoencoder: {name} has no quant_conv; expected an SD KL-f8 VAE"
+            f"catalog entry `autoencoder`/`decoder`: {name} has no quant_conv; expected an SD "
+            "KL-f8 VAE"
         )
     log.info("Loaded AutoencoderKL %s (%s)", name, dtype)
     return vae.to(device).eval().requires_grad_(False)

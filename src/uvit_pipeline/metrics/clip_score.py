@@ -49,8 +49,8 @@ class ClipScorer:
 
 def _offline_message(name: str, reason: str) -> str:
     return (
-        f"evaluation.clip_model: cannot load CLIP model {name!r} ({reason}). Set the parameter "
-        "`evaluation.clip_model` to a local directory holding the CLIPModel and its CLIPProcessor "
+        f"catalog entry `clip_model`: cannot load CLIP model {name!r} ({reason}). Point the "
+        "catalog entry `clip_model` at a local directory holding the CLIPModel and its CLIPProcessor "
         f"(save_pretrained output), or to a Hugging Face id reachable from this machine; the "
         f"CLIP score uses {CLIP_SCORE_MODEL!r}. Download once on a connected machine with "
         f"`huggingface-cli download {CLIP_SCORE_MODEL}`."
@@ -67,7 +67,7 @@ def load_clip_scorer(
     name = str(name_or_path)
     path = Path(name)
     if (path.is_absolute() or name.startswith((".", "~")) or path.exists()) and not path.is_dir():
-        raise FileNotFoundError(f"evaluation.clip_model: directory {path} does not exist")
+        raise FileNotFoundError(f"catalog entry `clip_model`: directory {path} does not exist")
     kwargs: dict = {"cache_dir": cache_dir}
     if local_files_only is not None:
         kwargs["local_files_only"] = local_files_only

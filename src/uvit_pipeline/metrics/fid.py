@@ -3,8 +3,9 @@
 Pipeline (§6): uint8 images -> [0, 1] -> bilinear resize to 299×299 (align_corners=False, no antialias)
 -> 2x − 1 -> pool3 activations (2048-d, float64) -> (μ, Σ) -> Fréchet distance. pytorch-fid's
 `InceptionV3(resize_input=True, normalize_input=True)` performs the resize and the 2x − 1 itself, so this
-module only divides by 255. Generated samples go through a PNG round trip first (§5.3, §8 trap 9):
-`activations_from_png_dir` reads them back in sorted file order.
+module only divides by 255. Generated samples are quantised to uint8 exactly as the original's PNG files
+(`sampling.quantize`, §5.3, §8 trap 9); PNG is lossless, so scoring the uint8 arrays equals scoring the
+files. `activations_from_png_dir` reads an image folder in sorted file order.
 """
 
 from __future__ import annotations
@@ -43,20 +44,20 @@ _BUILD_LOCK = threading.Lock()
 def _missing_weights_message(reason: str) -> str:
     cache = Path(torch.hub.get_dir()) / "checkpoints" / FID_WEIGHTS_FILENAME
     return (
-        f"FID Inception weights are not available ({reason}). Set the parameter "
-        f"`fid.inception_weights` to a local copy of {FID_WEIGHTS_FILENAME}, downloaded from "
-        f"{FID_WEIGHTS_URL} (pytorch-fid 'fid_weights' release), or place that file at {cache} "
-        "(the torch hub cache pytorch-fid uses)."
+        f"FID Inception weights are not available ({reason}). Point the catalog entry "
+        f"`inception_weights` (its `source`) at a local copy of {FID_WEIGHTS_FILENAME}, "
+        f"downloaded from {FID_WEIGHTS_URL} (pytorch-fid 'fid_weights' release), or place that "
+        f"file at {cache} (the torch hub cache pytorch-fid uses)."
     )
 
 
 def _read_weights_file(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
-        raise FileNotFoundError(f"fid.inception_weights: file {path} does not exist")
+        raise FileNotFoundError(f"catalog entry `inception_weights`: file {path} does not exist")
     # Checkpoints are untrusted: tensors only, no pickled code.
     state_dict = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state_dict, dict) or not state_dict:
-        raise ValueError(f"fid.inception_weights: {path} does not hold a state_dict")
+        raise ValueError(f"catalog entry `inception_weights`: {path} does not hold a state_dict")
     return state_dict
 
 
@@ -84,7 +85,7 @@ def load_inception(
 ) -> torch.nn.Module:
     """Build pytorch-fid's `InceptionV3([3])` (FID-patched blocks, 2048-d pool3) in eval mode.
 
-    `weights_path`: local `pt_inception-2015-12-05-6726825d.pth` (parameter `fid.inception_weights`);
+    `weights_path`: local `pt_inception-2015-12-05-6726825d.pth` (catalog entry `inception_weights`);
     `None` uses pytorch-fid's torch hub cache / download.
     """
     if weights_path is not None:
@@ -110,7 +111,7 @@ def load_inception(
             )
         except RuntimeError as err:  # strict load_state_dict: missing/unexpected keys or shapes
             raise ValueError(
-                f"fid.inception_weights: {source} is not an FID Inception state_dict: {err}"
+                f"catalog entry `inception_weights`: {source} is not an FID Inception state_dict: {err}"
             ) from err
     log.info("Loaded FID Inception weights from %s", source)
     return model.eval().requires_grad_(False).to(device)

@@ -11,13 +11,16 @@ from pathlib import Path
 
 import numpy as np
 
+from uvit_pipeline._io import atomic_write_json
+
 METRIC_NAMES = {"inception_v3_fid": "fid", "demo_classifier": "demo_fd"}
 
 
 def write_network_dir(out_dir: str | Path, info: dict) -> Path:
+    """Record which feature network a folder holds (`network.json`, written atomically, last)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "network.json").write_text(json.dumps(info, indent=2))
+    atomic_write_json(out / "network.json", info)
     return out
 
 

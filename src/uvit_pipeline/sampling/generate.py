@@ -177,8 +177,9 @@ def build_sampler(
     if data.get("kind") == "latent_moments":
         if not autoencoder:
             raise ValueError(
-                f"checkpoint {checkpoint} samples latents: set the autoencoder to decode them "
-                "(evaluation.autoencoder or features.autoencoder)"
+                f"checkpoint {checkpoint} samples latents: name the autoencoder that decodes "
+                "them (the catalog entry `decoder`, or `autoencoder` when no separate decoder "
+                "is set)"
             )
         trained = data.get("scale_factor")
         if scale_factor is None:

@@ -244,7 +244,8 @@ def load_uvit_from_checkpoint(path: str | os.PathLike, which: str = "ema") -> UV
     if which == "raw" and raw_state is None:
         raise ValueError(
             f"checkpoint directory {path} holds EMA weights only (no nnet.safetensors, e.g. an "
-            "imported official checkpoint): load it with which='ema' (evaluation.use_ema: true)"
+            "imported official checkpoint): load it with which='ema' (parameter "
+            "evaluation.use_ema or generate.use_ema: true)"
         )
     # Gradient checkpointing only matters for training; weights are identical either way.
     model = UViT(**{**kwargs, "use_checkpoint": False})
