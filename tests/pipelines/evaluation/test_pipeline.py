@@ -267,3 +267,19 @@ def test_latent_model_without_an_autoencoder_is_refused(latent_chain, latent_mod
     inputs = inputs_of(demo_chain, uvit_checkpoint=latent_model)
     with pytest.raises(ValueError, match="latent model: the catalog entry `autoencoder`"):
         run(node, inputs, latent_chain["params"])
+
+
+def test_fid_is_named_after_the_protocol():
+    """`fid` only with the paper's sample count and guidance (§3.3), otherwise a name that says what
+    differs; the demo's distance keeps its own name."""
+    from uvit_pipeline.pipelines.evaluation.nodes import metric_name
+
+    guided = {"n_samples": 50_000, "cfg_scale": 0.4, "null_label": 1000}
+    assert metric_name("fid", guided) == "fid"
+    assert metric_name("fid", {**guided, "n_samples": 10_000}) == "fid10k"
+    assert metric_name("fid", {**guided, "cfg_scale": 0.0}) == "fid_noguidance"
+    assert metric_name("fid", {"n_samples": 50_000, "cfg_scale": 0.0, "null_label": None}) == "fid"
+    assert (
+        metric_name("fid", {"n_samples": 30_000, "cfg_scale": 1.0, "text_features": "t"}) == "fid"
+    )
+    assert metric_name("demo_fd", {**guided, "n_samples": 8}) == "demo_fd"

@@ -72,7 +72,9 @@ def save_pth(obj, path: Path) -> str:
     return str(path)
 
 
-def import_official(root: Path, pth: str, config: str | None = None, **inputs) -> dict:
+def import_official(
+    root: Path, pth: str, config: str | None = None, preset: str | None = None, **inputs
+) -> dict:
     """Run the pipeline on the catalog's datasets for these files; staging under `root/staging`."""
     catalog = {
         "pretrained_checkpoint": PretrainedDataset(source=pth).load(),
@@ -82,6 +84,7 @@ def import_official(root: Path, pth: str, config: str | None = None, **inputs) -
     }
     params = {
         "import_pretrained": {"config": config},
+        "model": {"preset": preset},
         "paths": {"staging": str(root / "staging"), "train_state": str(root / "train_state")},
     }
     return run(create_pipeline(), catalog, params)
@@ -237,3 +240,13 @@ def test_bad_inputs_and_parameters_are_named(tiny_official):
     with pytest.raises(ValueError, match="official_fid_stats: no official statistics"):
         import_official(tiny_official, pth, official_fid_stats=None)
     assert nothing_written(tiny_official)
+
+
+def test_a_checkpoint_of_another_experiment_is_refused(tiny_official, inception_calls):
+    """Importing e.g. the small MS-COCO model in the deep experiment's environment would file it under
+    the wrong name: the inferred configuration must be the environment's."""
+    pth = save_pth(official_state(), tiny_official / "x.pth")
+    with pytest.raises(ValueError, match=r"holds the tiny_test_uvit model.*--env tiny_test_uvit"):
+        import_official(tiny_official, pth, preset="cifar10_uvit_small")
+    assert nothing_written(tiny_official)
+    import_official(tiny_official, pth, preset=TINY)  # the matching environment imports it

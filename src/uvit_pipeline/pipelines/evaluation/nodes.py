@@ -155,6 +155,17 @@ def sample_for_evaluation(
     return str(folder)
 
 
+def metric_name(base: str, spec: dict) -> str:
+    """`fid` only under the paper's protocol (§3.3: 50,000 samples, 30,000 for MS-COCO; guided when
+    the model can be): `fid10k` for fewer samples, `..._noguidance` for an unguided CFG model."""
+    if base != "fid":
+        return base  # the demo's distance is demo_fd whatever its settings
+    n, full = spec["n_samples"], 30_000 if spec.get("text_features") else 50_000
+    name = base if n >= full else f"fid{n // 1000}k" if n >= 1000 else f"fid{n}"
+    guidable = spec.get("null_label") is not None or bool(spec.get("text_features"))
+    return f"{name}_noguidance" if guidable and spec["cfg_scale"] == 0 else name
+
+
 def _text_pairs(generated_samples: str, spec: dict, text_features: str):
     """(caption of each sample, class of the image it came from) for text-to-image samples."""
     from uvit_pipeline.data.text_features import TextFeatures
@@ -187,7 +198,7 @@ def score_samples(
     spec = json.loads((Path(generated_samples) / "spec.json").read_text())
     samples, labels = collect(generated_samples, spec["n_samples"], spec["batch_size"])
     mu, sigma = statistics(features_fn(samples))
-    name = METRIC_NAMES[info["network"]]
+    name = metric_name(METRIC_NAMES[info["network"]], spec)
     metrics = {name: frechet_distance(mu, sigma, reference_stats["mu"], reference_stats["sigma"])}
     captions = None
     if spec.get("text_features"):

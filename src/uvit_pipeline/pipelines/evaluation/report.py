@@ -23,6 +23,20 @@ MEANINGS = {
 }
 
 
+def _meaning(metric: str) -> str:
+    if metric in MEANINGS:
+        return MEANINGS[metric]
+    if metric.startswith("fid"):  # fid10k, fid_noguidance, ...: not the paper's protocol
+        return (
+            MEANINGS["fid"]
+            + " This one is not under the paper's protocol: "
+            + ("fewer samples" if metric[3:4].isdigit() else "")
+            + (" without guidance" if metric.endswith("_noguidance") else "")
+            + "."
+        )
+    return ""
+
+
 def _png(image: Image.Image) -> str:
     buf = io.BytesIO()
     image.save(buf, format="PNG")
@@ -56,7 +70,7 @@ def write_run_report(
     summary_file = ckpt / "summary.json"
     summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
     metric_rows = "".join(
-        f"<tr><td><code>{k}</code></td><td>{v:.4g}</td><td>{html.escape(MEANINGS.get(k, ''))}</td></tr>"
+        f"<tr><td><code>{k}</code></td><td>{v:.4g}</td><td>{html.escape(_meaning(k))}</td></tr>"
         for k, v in evaluation_metrics.items()
     )
     sampling = (

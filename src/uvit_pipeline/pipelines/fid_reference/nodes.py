@@ -19,8 +19,11 @@ STANDARD_INCEPTION = "pytorch-fid"  # catalog `inception_weights: {source: pytor
 def reference_images(
     raw_images: str, manifest: pd.DataFrame, features: dict, data: dict, limit: int | None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Real images preprocessed as for training (crop, resolution), uint8, with their labels; files
-    that changed since ingestion or stopped decoding are reported and skipped."""
+    """Real training images preprocessed as for training (crop, resolution), uint8, with their labels
+    (COCO manifests: the train2014 split); files that changed since ingestion or stopped decoding
+    are reported and skipped."""
+    if "split" in manifest.columns:
+        manifest = manifest[manifest["split"] == "train2014"].reset_index(drop=True)
     images, rows, report = load_images(
         raw_images,
         manifest,

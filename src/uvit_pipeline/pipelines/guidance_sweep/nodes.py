@@ -30,6 +30,7 @@ def _plot(results: list[dict]) -> Image.Image:
 
 def sweep_guidance(
     uvit_checkpoint: str,
+    text_features: str | None,
     autoencoder: str | None,
     decoder: str | None,
     reference_stats: dict,
@@ -48,6 +49,7 @@ def sweep_guidance(
             uvit_checkpoint,
             decoder or autoencoder,
             params,
+            text_features=text_features,
             n_samples=params["n_samples"],
             batch_size=params["batch_size"],
             seed=params["seed"],
@@ -55,7 +57,9 @@ def sweep_guidance(
         )
         folder = staging_dir(paths["staging"], "sweep", spec)
         run_sampling(spec, Path(folder), params["num_processes"])
-        metrics = score_samples(str(folder), reference_stats, feature_network, None, None, params)
+        metrics = score_samples(
+            str(folder), reference_stats, feature_network, None, text_features, params
+        )
         log.info("CFG scale %s: %s", scale, metrics)
         results.append({"cfg_scale": float(scale), **metrics})
     table = {"results": results}

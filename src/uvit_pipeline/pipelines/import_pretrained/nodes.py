@@ -41,12 +41,20 @@ def import_official_files(
     official_fid_stats: dict | None,
     inception_weights: str,
     import_pretrained: dict,
+    model: dict,
     paths: dict,
 ) -> tuple[str, dict, str]:
     """An official `.pth` (plain EMA state dict, §2) + its `fid_stats` file -> checkpoint, reference
     statistics and the FID network, all or nothing: every input is read and checked before any
     output is written."""
     name, state = _read_checkpoint(pretrained_checkpoint, import_pretrained["config"])
+    expected = model.get("preset")
+    if expected in OFFICIAL_CONFIGS and expected != name:
+        raise ValueError(
+            f"{pretrained_checkpoint} holds the {name} model, but this environment is the "
+            f"{expected} experiment (model.preset): run the import with `--env {name}`, or set "
+            f"import_pretrained.config: {expected} to check it against that configuration"
+        )
     if not official_fid_stats or "mu" not in official_fid_stats:
         raise ValueError(
             "official_fid_stats: no official statistics (mu, sigma) for this environment; its "

@@ -31,9 +31,10 @@ def build_text_features(
     from uvit_pipeline.encoders.text import check_clip_dim, load_text_encoder, text_encoder_identity
     from uvit_pipeline.models import resolve_kwargs
 
-    device = torch.device(text["device"])
-    dtype = torch.float16 if device.type == "cuda" else torch.float32
-    encoder = load_text_encoder(text_encoder, device=device, dtype=dtype)
+    # fp32 as the original (§7.3); the features are stored in fp16
+    encoder = load_text_encoder(
+        text_encoder, device=torch.device(text["device"]), dtype=torch.float32
+    )
     kwargs = resolve_kwargs(
         model.get("preset"), **{k: v for k, v in model.items() if k != "preset"}
     )
