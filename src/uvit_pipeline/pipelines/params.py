@@ -187,8 +187,7 @@ SCHEMA: dict[str, Any] = {
         "lr": pos_number,
         "kl_weight": nonneg_number,
         "seed": integer,
-        "width": pos_int,
-        "levels": pos_int,
+        "widths": list_of(pos_int),
         "held_out": pos_int,
     },
     "data": {

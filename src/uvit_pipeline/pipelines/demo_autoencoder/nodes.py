@@ -52,8 +52,8 @@ def train_demo_autoencoder(
             lr=p["lr"],
             seed=p["seed"],
             kl_weight=p["kl_weight"],
-            downsample=2 ** (p["levels"] - 1),
-            widths=[p["width"]] * p["levels"],
+            downsample=2 ** (len(p["widths"]) - 1),
+            widths=list(p["widths"]),
             held_out=p["held_out"],
             progress=True,
         )
