@@ -139,8 +139,8 @@ def extract_features(
     """Write the feature store for ``manifest`` into ``out_dir`` and return it.
 
     Pixel stores (``encoder`` None) hold field ``x`` uint8 (3, R, R); latent stores hold ``moments``
-    float16 (2, 8, R/8, R/8) = encoder(original), encoder(h-flipped), where ``encoder`` maps a uint8 batch
-    (B, 3, R, R) to float moments (B, 8, R/8, R/8). ``flip=False`` stores the originals only, (1, 8, ...)
+    float16 (2, 2C, R/f, R/f) = encoder(original), encoder(h-flipped), where ``encoder`` maps a uint8
+    batch (B, 3, R, R) to float moments (B, 2C, R/f, R/f) (C = 4, f = 8 for the SD KL-f8 VAE). ``flip=False`` stores the originals only, (1, 8, ...)
     (MS-COCO has no flip augmentation, §7.3); meta ``flip`` is then "none", else "stored".
     ``array_source`` serves images already in memory (CIFAR-10's python batches; manifest column
     ``index``) instead of files under ``raw_root``.
@@ -152,16 +152,23 @@ def extract_features(
     the store path, or ``(path, report)`` with ``return_report=True``.
     """
     raw_root = Path(raw_root)
+    decode = _decoder(raw_root, manifest, crop, resolution, array_source)
     if encoder is None:
         fields = {"x": ((3, resolution, resolution), "uint8"), "label": ((), "int64")}
     else:
-        r = resolution // 8
-        fields = {"moments": ((2 if flip else 1, 8, r, r), "float16"), "label": ((), "int64")}
+        # The moments' shape is the encoder's: (2C, R/f, R/f) for C latent channels and downsampling
+        # factor f (4 and 8 for the SD KL-f8 VAE, §4.5); one usable image through it tells.
+        first = next(
+            (im for im in map(decode, range(len(manifest))) if not isinstance(im, str)), None
+        )
+        if first is None:
+            raise ValueError(f"extract_features: no usable image in the manifest for {out_dir}")
+        shape = tuple(np.asarray(encoder(first[None])).shape[1:])
+        fields = {"moments": ((2 if flip else 1, *shape), "float16"), "label": ((), "int64")}
         flip_meta = "stored" if flip else "none"
         if meta.get("flip", flip_meta) != flip_meta:
             raise ValueError(f"meta flip={meta['flip']!r} contradicts flip={flip} ({flip_meta!r})")
         meta = {**meta, "flip": flip_meta}
-    decode = _decoder(raw_root, manifest, crop, resolution, array_source)
     labels = manifest["label"].to_numpy().astype(np.int64)
     with FeatureStoreWriter(out_dir, meta=meta, fields=fields, shard_size=shard_size) as writer:
         last = None if writer.complete else writer.last_committed("manifest_row")

@@ -355,11 +355,6 @@ def validate_all(params: dict[str, Any]) -> None:
         if name not in params:
             raise ParameterError(f"parameter section {name!r} is missing from conf/base")
     features = params["features"]
-    if features["kind"] == "latent_moments" and features["resolution"] % 8:
-        raise ParameterError(
-            f"features.resolution must be a multiple of 8 for a KL-f8 autoencoder, "
-            f"got {features['resolution']}"
-        )
     from uvit_pipeline.models import resolve_kwargs  # lazily: torch
     from uvit_pipeline.pipelines.training.nodes import make_train_config
 

@@ -63,6 +63,11 @@ def build_image_features(
                 "for this environment"
             )
         encoder, identity = _latent_encoder(autoencoder, features["device"])
+        if features["resolution"] % identity["downsample_factor"]:
+            raise ValueError(
+                f"features.resolution ({features['resolution']}) must be a multiple of the "
+                f"autoencoder's downsampling factor {identity['downsample_factor']} ({autoencoder})"
+            )
         meta.update(
             flip="stored" if features["flip"] else "none",
             encoder=identity["name"],
