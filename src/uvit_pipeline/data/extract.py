@@ -135,6 +135,7 @@ def extract_features(
     progress: bool = True,
     return_report: bool = False,
     flip: bool = True,
+    moments_shape: tuple[int, int, int] | None = None,
 ):
     """Write the feature store for ``manifest`` into ``out_dir`` and return it.
 
@@ -156,14 +157,9 @@ def extract_features(
     if encoder is None:
         fields = {"x": ((3, resolution, resolution), "uint8"), "label": ((), "int64")}
     else:
-        # The moments' shape is the encoder's: (2C, R/f, R/f) for C latent channels and downsampling
-        # factor f (4 and 8 for the SD KL-f8 VAE, §4.5); one usable image through it tells.
-        first = next(
-            (im for im in map(decode, range(len(manifest))) if not isinstance(im, str)), None
-        )
-        if first is None:
-            raise ValueError(f"extract_features: no usable image in the manifest for {out_dir}")
-        shape = tuple(np.asarray(encoder(first[None])).shape[1:])
+        # (2C, R/f, R/f) for C latent channels and downsampling factor f: 4 and 8 for the SD KL-f8
+        # VAE (§4.5), the default; other autoencoders give theirs (`moments_shape`).
+        shape = tuple(moments_shape or (8, resolution // 8, resolution // 8))
         fields = {"moments": ((2 if flip else 1, *shape), "float16"), "label": ((), "int64")}
         flip_meta = "stored" if flip else "none"
         if meta.get("flip", flip_meta) != flip_meta:

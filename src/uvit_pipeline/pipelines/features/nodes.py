@@ -55,7 +55,7 @@ def build_image_features(
         "resolution": features["resolution"],
         "crop": features["crop"],
     }
-    encoder = None
+    encoder, moments_shape = None, None
     if features["kind"] == "latent_moments":
         if autoencoder is None:
             raise ValueError(
@@ -68,6 +68,8 @@ def build_image_features(
                 f"features.resolution ({features['resolution']}) must be a multiple of the "
                 f"autoencoder's downsampling factor {identity['downsample_factor']} ({autoencoder})"
             )
+        side = features["resolution"] // identity["downsample_factor"]
+        moments_shape = (2 * identity["latent_channels"], side, side)
         meta.update(
             flip="stored" if features["flip"] else "none",
             encoder=identity["name"],
@@ -95,6 +97,7 @@ def build_image_features(
         array_source=in_memory_source(raw_images, data["source"], data["split"]),
         encoder=encoder,
         flip=features["flip"],
+        moments_shape=moments_shape,
         return_report=True,
     )
     if len(report):
