@@ -6,6 +6,7 @@ from pathlib import Path
 
 from kedro.config import OmegaConfigLoader
 
+from uvit_pipeline.pipelines.params import ParameterError
 from uvit_pipeline.warning_filters import install as install_warning_filters
 
 # Telemetry never prompts or phones home for this project (the `.telemetry` file says the same).
@@ -45,7 +46,7 @@ class ProjectConfigLoader(OmegaConfigLoader):
             known = sorted(
                 p.name for p in root.iterdir() if p.is_dir() and p.name not in ("base", "local")
             )
-            raise ValueError(
+            raise ParameterError(
                 f"Environment {run_env!r} does not exist (no folder {root / run_env}). "
                 f"Known environments: {', '.join(known)}"
             )
