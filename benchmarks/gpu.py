@@ -826,7 +826,7 @@ def check_accelerate_sampling(run: Run) -> dict:
     spec = {"checkpoint": str(final), "which": "ema", "n_samples": 8, "batch_size": 4,
             "sampler": "dpm_solver_pp", "steps": 3, "cfg_scale": 0.4, "clip_x0": False, "seed": 0,
             "num_real_classes": 10, "null_label": 10, "device": str(run.device),
-            "autoencoder": None, "scale_factor": 0.18215, "decode_batch_size": 50,
+            "autoencoder": None, "decode_latents": False, "decode_batch_size": 50,
             "out_dir": str(out)}  # fmt: skip
     spec_path = run.tmp / "sampling-spec.json"
     spec_path.write_text(json.dumps(spec))

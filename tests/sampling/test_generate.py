@@ -112,3 +112,22 @@ def test_labels_follow_given_class_frequencies(checkpoint, tmp_path):
     spec["label_probs"] = [0.7, 0.1, 0.1, 0.1]
     drawn = torch.cat([chunk_labels(spec, k, 4) for k in range(250)])
     assert abs((drawn == 0).float().mean().item() - 0.7) < 0.05
+
+
+def test_latent_checkpoint_needs_an_autoencoder_unless_told_not_to_decode(tmp_path):
+    torch.manual_seed(0)
+    kwargs = {**KWARGS, "in_chans": 4}
+    model = UViT(**kwargs)
+    config = {
+        "model_kwargs": kwargs,
+        "schedule": "discrete",
+        "p_uncond": 0.1,
+        "data": {"kind": "latent_moments", "scale_factor": 0.5},
+    }
+    ckpt = export_final(tmp_path / "ckpt", model, model, config, {"steps": 0})
+    spec = {**spec_for(ckpt, tmp_path / "out"), "n_samples": 4, "sampler": "dpm_solver_pp"}
+    with pytest.raises(ValueError, match="name the autoencoder"):
+        generate_to_dir(spec, progress=False)
+    generate_to_dir({**spec, "decode_latents": False}, progress=False)
+    images, labels = collect(tmp_path / "out", 4, 4)
+    assert images.shape == (4, 4, 8, 8) and images.dtype == np.uint8 and labels.shape == (4,)

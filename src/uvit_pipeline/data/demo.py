@@ -17,7 +17,7 @@ from .._io import atomic_write_json
 
 log = logging.getLogger(__name__)
 
-DEMO_FORMAT_VERSION = 2
+DEMO_FORMAT_VERSION = 3
 _MARKER = ".uvit-demo"  # marks folders this module created (and may therefore replace)
 _SUPERSAMPLE = 4  # draw at 4x then downsample: anti-aliased edges even at 32 px
 
@@ -115,13 +115,15 @@ def render_example(label: int, image_size: int, rng: np.random.Generator):
         img, bg_mean = _background(rng, bg_kind, n)
         if np.abs(bg_mean - fill).mean() > 70:
             break
-    rel_r = rng.uniform(0.2, 0.36)
+    # Shapes span 45-80 % of the image (version 3; was 32-58 %): at 16 px a shape then covers
+    # enough latent tokens for a tiny U-ViT to learn its outline in minutes (docs/experiments.md).
+    rel_r = rng.uniform(0.28, 0.4)
     r = rel_r * n
     cx, cy = rng.uniform(r * 1.2, n - r * 1.2, size=2)
     angle = rng.uniform(-0.35, 0.35)
     _draw_shape(ImageDraw.Draw(img), shape, cx, cy, r, angle, tuple(int(v) for v in fill))
     img = img.resize((image_size, image_size), resample=Image.BOX)  # 4x4 box average
-    size_word = "small" if rel_r < 0.25 else "medium-sized" if rel_r < 0.31 else "large"
+    size_word = "small" if rel_r < 0.32 else "medium-sized" if rel_r < 0.36 else "large"
     where = ("left", "middle", "right")[min(2, int(3 * cx / n))]
     vert = ("top", "centre", "bottom")[min(2, int(3 * cy / n))]
     captions = [

@@ -151,9 +151,12 @@ def build_sampler(
     autoencoder: str | None = None,
     scale_factor: float | None = None,
     decode_batch_size: int = 50,
+    decode_latents: bool = True,
 ) -> SamplerSetup:
     """Load a checkpoint for sampling. A sampling spec dict supplies checkpoint, which, device,
-    autoencoder, scale_factor and decode_batch_size itself (keywords are then ignored).
+    autoencoder, scale_factor, decode_batch_size and decode_latents itself (keywords are then
+    ignored). ``decode_latents=False`` returns a latent model's samples undecoded (throughput checks
+    on machines without diffusers).
 
     The latent scale factor is the checkpoint's (`data.scale_factor`, 0.23010 for COCO); a different
     explicit value is refused (the original t2i sampling script's 0.18215 bug, §7.3).
@@ -166,6 +169,7 @@ def build_sampler(
         device, autoencoder = spec.get("device", "cpu"), spec.get("autoencoder")
         scale_factor = spec.get("scale_factor")
         decode_batch_size = int(spec.get("decode_batch_size", 50))
+        decode_latents = bool(spec.get("decode_latents", True))
     else:
         checkpoint = spec_or_checkpoint
     device = torch.device(device)
@@ -174,7 +178,7 @@ def build_sampler(
     mk = config["model_kwargs"]
     data = config.get("data") or {}
     decode = None
-    if data.get("kind") == "latent_moments":
+    if data.get("kind") == "latent_moments" and decode_latents:
         if not autoencoder:
             raise ValueError(
                 f"checkpoint {checkpoint} samples latents: name the autoencoder that decodes "
@@ -240,9 +244,9 @@ def _text_source(spec: dict, setup: SamplerSetup):
 def generate_to_dir(spec: dict, rank: int = 0, world_size: int = 1, progress: bool = True) -> Path:
     """Write this rank's missing chunks of ``spec["n_samples"]`` samples into ``spec["out_dir"]``.
 
-    ``spec``: checkpoint, which ("ema"|"raw"), n_samples, batch_size, sampler, steps, cfg_scale, clip_x0,
-    seed, num_real_classes, null_label, autoencoder (or None), scale_factor, decode_batch_size, device;
-    text models also text_features (text-store path) and text_split (default "val"). A chunk holds
+    ``spec``: checkpoint, which ("ema"|"raw"), n_samples, batch_size, sampler, steps, cfg_scale,
+    clip_x0, seed, num_real_classes, null_label, autoencoder (or None), scale_factor,
+    decode_batch_size, decode_latents (default true), device; text models also text_features (text-store path) and text_split (default "val"). A chunk holds
     images, labels and, for text models, the caption_rows / image_rows that conditioned them.
     """
     out = Path(spec["out_dir"])
