@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # The demo shrunk to seconds: 4 images per class, a few steps, a few samples.
 TINY = {
-    "demo": {"n_per_class": 4, "image_size": 32},
+    "demo": {"n_per_class": 4, "image_size": 16},
+    "demo_autoencoder": {"widths": [8, 16, 32], "steps": 4, "batch_size": 8, "held_out": 4},
     "data": {"workers": 1},
     "features": {"shard_size": 16, "batch_size": 8},
     "training": {
@@ -38,6 +39,16 @@ TINY = {
         "cfg_sweep": [0.0, 1.0],
     },
     "generate": {"steps": 3, "n_per_condition": 2},
+}
+
+# The in-memory harness runs the pipelines in pixel space at 32 px (the demo environment itself is a
+# latent one; `latent_chain` covers latents with the tiny KL-f8 VAE).
+PIXEL = {
+    "demo": {"image_size": 32},
+    "features": {"kind": "pixels", "resolution": 32},
+    "model": {"img_size": 32, "in_chans": 3, "patch_size": 4},
+    "training": {"schedule": "vp_continuous"},
+    "evaluation": {"sampler": "euler_maruyama", "clip_x0": True},
 }
 
 
@@ -63,7 +74,7 @@ def _merge(a: dict, b: dict) -> dict:
 
 @pytest.fixture(scope="session")
 def demo_params(tmp_path_factory) -> dict:
-    params = _merge(load_params("demo"), TINY)
+    params = _merge(_merge(load_params("demo"), TINY), PIXEL)
     root = tmp_path_factory.mktemp("kedro-data")
     params["paths"] = {"staging": str(root / "staging"), "train_state": str(root / "train_state")}
     return params

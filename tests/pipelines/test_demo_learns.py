@@ -1,4 +1,6 @@
-"""The demo model learns: briefly trained, it beats the untrained model on demo FD and class accuracy."""
+"""The demo learns: its autoencoder reconstructs the demo images, and a briefly trained latent U-ViT on
+its latents beats the untrained model by a wide margin on demo FD and class accuracy (the demo's
+settings at half its training steps; the full run reaches accuracy ~0.95, docs/experiments.md)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ from uvit_pipeline.data.demo import generate_demo_data
 from uvit_pipeline.data.extract import extract_features, load_images
 from uvit_pipeline.data.ingest import scan_imagenet_folder
 from uvit_pipeline.diffusion import get_schedule
+from uvit_pipeline.encoders.autoencoder import decode_latents, encode_moments
+from uvit_pipeline.encoders.train_autoencoder import train_autoencoder
 from uvit_pipeline.metrics.demo_classifier import (
     classifier_accuracy,
     classifier_features,
@@ -26,41 +30,50 @@ from uvit_pipeline.training import (
 )
 
 MODEL = dict(
-    img_size=32, in_chans=3, patch_size=4, embed_dim=64, depth=4, num_heads=2, num_classes=11
+    img_size=4, in_chans=4, patch_size=1, embed_dim=64, depth=4, num_heads=2, num_classes=11
 )
 
 
 @pytest.mark.slow
-def test_briefly_trained_demo_model_beats_untrained(tmp_path):
-    generate_demo_data(tmp_path / "raw", n_per_class=300, image_size=32, seed=0)
-    manifest, _ = scan_imagenet_folder(tmp_path / "raw/imagenet", workers=1, progress=False)
-    images = load_images(tmp_path / "raw/imagenet", manifest, crop="adm", resolution=32, workers=1)
+def test_briefly_trained_latent_demo_beats_untrained(tmp_path):
+    generate_demo_data(tmp_path / "raw", n_per_class=300, image_size=16, seed=0)
+    raw = tmp_path / "raw/imagenet"
+    manifest, _ = scan_imagenet_folder(raw, workers=1, progress=False)
+    images = load_images(raw, manifest, crop="adm", resolution=16, workers=1)
     labels = manifest["label"].to_numpy()
-    classifier, train_acc = train_demo_classifier(images, labels, steps=600, batch_size=64, seed=0)
+
+    vae, report = train_autoencoder(
+        images, steps=800, batch_size=32, lr=2e-3, kl_weight=1e-6, downsample=4,
+        widths=[16, 32, 64], held_out=200, seed=0,
+    )  # fmt: skip
+    assert report["held_out_psnr_db"] > 20 > report["held_out_psnr_db_untrained"], report
+    scale = report["scale_factor"]
+
+    classifier, train_acc = train_demo_classifier(images, labels, steps=400, batch_size=128, seed=0)
     assert train_acc > 0.9
     mu_ref, sigma_ref = statistics(classifier_features(classifier, images))
 
+    def encoder(batch: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(batch)).float() / 127.5 - 1.0
+        return encode_moments(vae, x).float().numpy()
+
     store = extract_features(
-        tmp_path / "raw/imagenet",
-        manifest,
-        tmp_path / "store",
-        meta={"kind": "pixels", "resolution": 32, "crop": "adm"},
-        crop="adm",
-        resolution=32,
-        shard_size=256,
-        workers=1,
-        progress=False,
-    )
+        raw, manifest, tmp_path / "store",
+        meta={"kind": "latent_moments", "resolution": 16, "crop": "adm", "scale_factor": scale},
+        crop="adm", resolution=16, shard_size=1024, workers=1, encoder=encoder, progress=False,
+        moments_shape=(8, 4, 4),
+    )  # fmt: skip
     config = TrainConfig.from_dict(
         dict(
             model=MODEL,
-            data=dict(path=str(store), kind="pixels", random_flip=True),
+            schedule="discrete",
+            data=dict(path=str(store), kind="latent_moments", scale_factor=scale),
             batch_size=32,
             lr=2e-3,
             betas=[0.9, 0.999],
-            warmup_steps=50,
-            n_steps=4000,
-            ema_rate=0.99,
+            warmup_steps=100,
+            n_steps=1500,
+            ema_rate=0.995,
             p_uncond=0.1,
             log_interval=100,
             save_interval=10_000,
@@ -71,22 +84,12 @@ def test_briefly_trained_demo_model_beats_untrained(tmp_path):
     final = train(config)
 
     def score(nnet) -> tuple[float, float]:
-        gen = torch.Generator().manual_seed(0)
-        y = torch.randint(0, 10, (300,), generator=gen)
+        y = torch.randint(0, 10, (300,), generator=torch.Generator().manual_seed(0))
         samples = generate_samples(
-            nnet,
-            get_schedule("vp_continuous"),
-            n=300,
-            batch_size=150,
-            sample_shape=(3, 32, 32),
-            sampler="euler_maruyama",
-            steps=50,
-            labels=y,
-            null_label=10,
-            cfg_scale=3.0,  # as the demo samples
-            clip_x0=True,
-            progress=False,
-        )
+            nnet, get_schedule("discrete"), n=300, batch_size=150, sample_shape=(4, 4, 4),
+            sampler="dpm_solver_pp", steps=20, labels=y, null_label=10, cfg_scale=3.0,
+            decode=lambda z: decode_latents(vae, z, scale), progress=False,
+        )  # fmt: skip
         mu, sigma = statistics(classifier_features(classifier, samples))
         return frechet_distance(mu, sigma, mu_ref, sigma_ref), classifier_accuracy(
             classifier, samples, y.numpy()
@@ -96,6 +99,7 @@ def test_briefly_trained_demo_model_beats_untrained(tmp_path):
     untrained = UViT(**load_checkpoint_dir(final)[0]["model_kwargs"]).eval()
     fd0, acc0 = score(untrained)
     fd1, acc1 = score(load_uvit_from_checkpoint(final, "ema"))
-    assert fd1 < 0.5 * fd0, (fd0, fd1)
-    assert acc1 > acc0 + 0.05, (acc0, acc1)  # chance is 0.1; 300 samples: std of an accuracy ~0.025
     assert np.isfinite([fd0, fd1]).all()
+    assert fd1 < 0.25 * fd0, (fd0, fd1)
+    # chance is 0.1; the demo's settings reach ~0.8 at 1,500 steps (300 samples: std ~0.025)
+    assert acc1 > 0.6 and acc1 > acc0 + 0.4, (acc0, acc1)

@@ -14,7 +14,7 @@ from kedro.framework.startup import bootstrap_project
 from .conftest import ROOT, TINY
 
 DEMO_DAG = [
-    "generate_demo_data", "ingest_images", "build_image_features", "prepare_feature_network",
+    "generate_demo_data", "ingest_images", "train_demo_autoencoder", "build_image_features", "prepare_feature_network",
     "compute_reference_stats", "train_uvit", "sample_for_evaluation", "score_samples",
     "render_sample_grid", "write_run_report",
 ]  # fmt: skip

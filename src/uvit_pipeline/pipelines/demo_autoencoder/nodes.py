@@ -59,7 +59,7 @@ def train_demo_autoencoder(
         )
         vae.save_pretrained(out)
         atomic_write_json(out / "report.json", report)  # written last: marks the build complete
-    shown = images[-8:]
+    shown = images[np.linspace(0, len(images) - 1, 10).round().astype(int)]  # across classes
     rec = reconstruct(vae, shown)
     pairs = np.concatenate(
         [np.concatenate(list(shown), axis=2), np.concatenate(list(rec), axis=2)], 1
