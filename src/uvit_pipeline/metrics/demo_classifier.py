@@ -84,7 +84,7 @@ def _check_images(images, name: str = "images") -> torch.Tensor:
 
 
 def _check_labels(labels, n: int, num_classes: int | None) -> torch.Tensor:
-    labels = torch.as_tensor(np.asarray(labels) if not isinstance(labels, torch.Tensor) else labels)
+    labels = torch.as_tensor(np.array(labels) if not isinstance(labels, torch.Tensor) else labels)
     if labels.shape != (n,) or labels.dtype.is_floating_point:
         raise ValueError(
             f"labels: expected {n} integer labels, got {labels.dtype} {tuple(labels.shape)}"
