@@ -9,7 +9,10 @@ when the Kedro context is created; without it (e.g. `kedro viz` without hooks) t
 from kedro.framework.project import find_pipelines
 from kedro.pipeline import Pipeline
 
-DEMO_STAGES = ("demo_data", "ingestion", "features", "fid_reference", "training", "evaluation")
+# conf/demo/globals.yml `pipelines` (tests/pipelines/test_project.py keeps the two equal)
+DEMO_STAGES = (
+    "demo_data", "ingestion", "demo_autoencoder", "features", "fid_reference", "training", "evaluation",
+)  # fmt: skip
 _default_stages: tuple[str, ...] = DEMO_STAGES
 
 

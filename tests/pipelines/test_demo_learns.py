@@ -100,6 +100,6 @@ def test_briefly_trained_latent_demo_beats_untrained(tmp_path):
     fd0, acc0 = score(untrained)
     fd1, acc1 = score(load_uvit_from_checkpoint(final, "ema"))
     assert np.isfinite([fd0, fd1]).all()
+    # measured: demo FD 61.6 -> 8.4, accuracy 0.09 -> 0.85 (chance 0.10; 300 samples: std ~0.02)
     assert fd1 < 0.25 * fd0, (fd0, fd1)
-    # chance is 0.1; the demo's settings reach ~0.8 at 1,500 steps (300 samples: std ~0.025)
-    assert acc1 > 0.6 and acc1 > acc0 + 0.4, (acc0, acc1)
+    assert acc1 > 0.7 and acc1 > acc0 + 0.5, (acc0, acc1)

@@ -85,6 +85,16 @@ def test_each_environment_runs_its_own_experiment(project, monkeypatch):
     assert "build_text_features" in coco and "generate_demo_data" not in coco
 
 
+def test_fallback_default_is_the_demo_environments_list():
+    """Without the project hook (e.g. kedro-viz) `__default__` falls back to the demo's stages."""
+    import yaml
+
+    from uvit_pipeline.pipeline_registry import DEMO_STAGES
+
+    globals_ = yaml.safe_load((ROOT / "conf/demo/globals.yml").read_text())
+    assert tuple(globals_["pipelines"]) == DEMO_STAGES
+
+
 def test_invalid_parameter_fails_before_any_node(project, monkeypatch):
     monkeypatch.chdir(project)
     with session(project, training={"batch_size": 0}) as s:

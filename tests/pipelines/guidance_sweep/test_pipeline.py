@@ -14,7 +14,12 @@ from ..conftest import run, with_section, write_checkpoint
 
 def sweep_inputs(chain: dict) -> dict:
     keys = ("uvit_checkpoint", "reference_stats", "feature_network")
-    return {**{k: chain[k] for k in keys}, "autoencoder": None, "decoder": None, "text_features": None}
+    return {
+        **{k: chain[k] for k in keys},
+        "autoencoder": None,
+        "decoder": None,
+        "text_features": None,
+    }
 
 
 def test_one_result_per_scale_with_flat_keys_and_a_curve(demo_chain, demo_params):

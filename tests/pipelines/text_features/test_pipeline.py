@@ -28,7 +28,9 @@ def t2i_params(demo_params):
     p["paths"] = demo_params["paths"]
     p["demo"] = {**p["demo"], "n_per_class": 3}
     p["data"]["workers"] = 1
-    p["features"].update(resolution=32, shard_size=16, batch_size=8, scale_factor=0.5)  # tiny f=8 VAE
+    p["features"].update(
+        resolution=32, shard_size=16, batch_size=8, scale_factor=0.5
+    )  # tiny f=8 VAE
     p["text"].update(batch_size=16, shard_size=16, prompts=PROMPTS)
     p["model"].update(embed_dim=32, depth=2, clip_dim=32)  # the tiny CLIP's hidden size
     p["training"].update(batch_size=8, n_steps=4, warmup_steps=1, log_interval=2, save_interval=4)
