@@ -141,7 +141,8 @@ def extract_features(
 
     Pixel stores (``encoder`` None) hold field ``x`` uint8 (3, R, R); latent stores hold ``moments``
     float16 (2, 2C, R/f, R/f) = encoder(original), encoder(h-flipped), where ``encoder`` maps a uint8
-    batch (B, 3, R, R) to float moments (B, 2C, R/f, R/f) (C = 4, f = 8 for the SD KL-f8 VAE). ``flip=False`` stores the originals only, (1, 8, ...)
+    batch (B, 3, R, R) to float moments (B, 2C, R/f, R/f): ``moments_shape`` = (2C, R/f, R/f), by
+    default (8, R/8, R/8) for the SD KL-f8 VAE. ``flip=False`` stores the originals only, (1, 2C, ...)
     (MS-COCO has no flip augmentation, §7.3); meta ``flip`` is then "none", else "stored".
     ``array_source`` serves images already in memory (CIFAR-10's python batches; manifest column
     ``index``) instead of files under ``raw_root``.
