@@ -7,13 +7,13 @@ from pathlib import Path
 from kedro.config import OmegaConfigLoader
 
 from uvit_pipeline.pipelines.params import ParameterError
-from uvit_pipeline.warning_filters import install as install_warning_filters
+from uvit_pipeline.warning_filters import filter_known_warnings
 
 # Telemetry never prompts or phones home for this project (the `.telemetry` file says the same).
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
-install_warning_filters()
+filter_known_warnings()
 
 
 def data_tag(name: str, default_root: str, root: str | None = None) -> str:

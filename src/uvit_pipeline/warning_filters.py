@@ -1,9 +1,11 @@
-"""Known third-party warnings that say nothing about a run of this project, filtered precisely (any
-other warning still shows). Installed by `kedro` itself before it loads plugins (the `kedro.init`
-entry point in pyproject.toml) and again by settings.py for sessions created from Python."""
+"""Terminal set-up for every `kedro` command (the `kedro.init` entry point in pyproject.toml, run before
+plugins load): known third-party warnings filtered precisely (any other warning still shows; settings.py
+installs the same filters for sessions created from Python), and one plain line per log record when
+output is not a terminal."""
 
 import logging
 import re
+import sys
 import warnings
 
 KNOWN = (
@@ -23,9 +25,37 @@ class _KnownWarnings(logging.Filter):
         return not _PATTERN.search(record.getMessage())
 
 
-def install() -> None:
+PLAIN_FORMAT = "%(asctime)s %(levelname)-7s %(message)s"
+
+
+def filter_known_warnings() -> None:
     for message in KNOWN:
         warnings.filterwarnings("ignore", f".*{message}", UserWarning)
     logger = logging.getLogger("py.warnings")
     if not any(isinstance(f, _KnownWarnings) for f in logger.filters):
         logger.addFilter(_KnownWarnings())
+
+
+def plain_console_when_piped(stream=None) -> None:
+    """Replace the root logger's Rich console handler by a one-line plain handler when `stream`
+    (stdout) is not a terminal: Rich lays records out for 80 columns there (a scheduler's log file, CI,
+    `| tee`), which splits one record over several lines. conf/logging.yml keeps Rich for terminals;
+    Kedro allows only `logging`/`kedro.logging` handler classes in that file, hence this swap."""
+    from rich.logging import RichHandler  # Kedro's console handler derives from it
+
+    stream = stream or sys.stdout
+    if stream.isatty():
+        return
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, RichHandler):
+            plain = logging.StreamHandler(stream)
+            plain.setLevel(handler.level)
+            plain.setFormatter(logging.Formatter(PLAIN_FORMAT, datefmt="%H:%M:%S"))
+            root.removeHandler(handler)
+            root.addHandler(plain)
+
+
+def install() -> None:
+    filter_known_warnings()
+    plain_console_when_piped()

@@ -1,0 +1,57 @@
+"""What a `kedro` command prints: one plain line per record when piped, no per-entry load/save lines."""
+
+import io
+import logging
+from pathlib import Path
+
+import yaml
+from kedro.logging import RichHandler
+
+from uvit_pipeline.warning_filters import plain_console_when_piped
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def _swap_root_handlers(handlers):
+    root = logging.getLogger()
+    saved = list(root.handlers)
+    for h in saved:
+        root.removeHandler(h)
+    for h in handlers:
+        root.addHandler(h)
+    return root, saved
+
+
+def test_piped_output_gets_one_plain_line_per_record():
+    stream = io.StringIO()
+    root, saved = _swap_root_handlers([RichHandler()])
+    try:
+        plain_console_when_piped(stream)
+        assert not any(isinstance(h, RichHandler) for h in root.handlers)
+        long = "x" * 300  # Rich would wrap this at 80 columns
+        logging.getLogger("uvit_pipeline.test").warning("a long message %s", long)
+    finally:
+        _swap_root_handlers(saved)
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 1 and lines[0].endswith(long) and "WARNING" in lines[0]
+
+
+def test_terminal_keeps_rich():
+    handler = RichHandler()
+    root, saved = _swap_root_handlers([handler])
+    try:
+        plain_console_when_piped(_Terminal())
+        assert root.handlers == [handler]
+    finally:
+        _swap_root_handlers(saved)
+
+
+def test_logging_config_hides_per_entry_load_and_save_lines():
+    config = yaml.safe_load((ROOT / "conf" / "logging.yml").read_text())
+    assert config["loggers"]["kedro.io.data_catalog"]["level"] == "WARNING"
+    assert config["loggers"]["uvit_pipeline"]["level"] == "INFO"
