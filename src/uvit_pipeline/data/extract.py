@@ -14,9 +14,11 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .feature_store import REPORT_COLUMNS, FeatureStoreWriter
+from .feature_store import FeatureStore
 from .images import ImageError, apply_crop, decode_rgb, read_bytes, resolve_path, to_uint8_chw
 from .ingest import CHECKSUM_ALGORITHM
+from .store_format import REPORT_COLUMNS
+from .store_writer import FeatureStoreWriter
 
 log = logging.getLogger(__name__)
 
@@ -196,8 +198,6 @@ def extract_features(
                 lo = hi
         bar.close()
     if return_report:
-        from .feature_store import FeatureStore
-
         return Path(out_dir), FeatureStore(out_dir).report
     return Path(out_dir)
 

@@ -29,7 +29,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .._io import StagingLock, atomic_write, atomic_write_json
-from .feature_store import FeatureStore, FeatureStoreIncomplete, FeatureStoreWriter
+from .feature_store import FeatureStore, FeatureStoreIncomplete
+from .store_writer import FeatureStoreWriter
 
 if TYPE_CHECKING:  # the reader must not need transformers
     from ..encoders.text import TextEncoder
