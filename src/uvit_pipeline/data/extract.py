@@ -64,15 +64,6 @@ def _decoder(
     return decode
 
 
-def in_memory_source(raw_root: str | Path, source: str, split: str) -> np.ndarray | None:
-    """Images of data sets distributed as arrays (CIFAR-10's python batches), else None (files)."""
-    if source != "cifar10":
-        return None
-    from .cifar import read_cifar10
-
-    return read_cifar10(raw_root, split=split)[0]
-
-
 def load_images(
     raw_root: str | Path,
     manifest: pd.DataFrame,

@@ -147,7 +147,7 @@ def _feature_kinds():
 
 
 def _sources():
-    from uvit_pipeline.data.ingest import SOURCES
+    from uvit_pipeline.data.sources import SOURCES
 
     return SOURCES
 

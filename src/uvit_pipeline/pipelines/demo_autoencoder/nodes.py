@@ -10,6 +10,7 @@ import pandas as pd
 from PIL import Image
 
 from uvit_pipeline._io import atomic_write_json
+from uvit_pipeline.data.sources import training_rows
 from uvit_pipeline.pipelines._staging import manifest_id, staging_dir
 from uvit_pipeline.pipelines.fid_reference.nodes import reference_images
 
@@ -31,10 +32,7 @@ def train_demo_autoencoder(
     from uvit_pipeline.encoders.train_autoencoder import reconstruct, train_autoencoder
 
     p = demo_autoencoder
-    if "split" in image_manifest.columns:  # the COCO layout: train on the training images
-        image_manifest = image_manifest[image_manifest["split"] == "train2014"].reset_index(
-            drop=True
-        )
+    image_manifest = training_rows(image_manifest, data["source"])
     identity = {**p, "manifest": manifest_id(image_manifest), "crop": features["crop"],
                 "resolution": features["resolution"]}  # fmt: skip
     out = staging_dir(paths["staging"], "demo-autoencoder", identity)

@@ -7,7 +7,8 @@ import logging
 import numpy as np
 import pandas as pd
 
-from uvit_pipeline.data.extract import extract_features, in_memory_source
+from uvit_pipeline.data.extract import extract_features
+from uvit_pipeline.data.sources import array_source, training_rows
 from uvit_pipeline.pipelines._staging import manifest_id, staging_dir
 
 log = logging.getLogger(__name__)
@@ -45,10 +46,7 @@ def build_image_features(
     """Manifest -> sharded feature store: pixels, or VAE posterior moments of each image (and of its
     mirror image when `features.flip`, §7.1). COCO manifests hold both splits: the store holds the
     training images (val2014 only conditions evaluation samples through its captions)."""
-    if "split" in image_manifest.columns:
-        image_manifest = image_manifest[image_manifest["split"] == "train2014"].reset_index(
-            drop=True
-        )
+    image_manifest = training_rows(image_manifest, data["source"])
     meta = {
         "source": data["source"],
         "kind": features["kind"],
@@ -94,7 +92,7 @@ def build_image_features(
         shard_size=features["shard_size"],
         batch_size=features["batch_size"],
         workers=data["workers"],
-        array_source=in_memory_source(raw_images, data["source"], data["split"]),
+        array_source=array_source(data["source"], raw_images, data["split"]),
         encoder=encoder,
         flip=features["flip"],
         moments_shape=moments_shape,

@@ -7,7 +7,8 @@ import logging
 import numpy as np
 import pandas as pd
 
-from uvit_pipeline.data.extract import in_memory_source, load_images
+from uvit_pipeline.data.extract import load_images
+from uvit_pipeline.data.sources import array_source, training_rows
 from uvit_pipeline.metrics.fid import statistics
 from uvit_pipeline.metrics.network import load_feature_network, write_network_dir
 from uvit_pipeline.pipelines._staging import manifest_id, staging_dir
@@ -22,8 +23,7 @@ def reference_images(
     """Real training images preprocessed as for training (crop, resolution), uint8, with their labels
     (COCO manifests: the train2014 split); files that changed since ingestion or stopped decoding
     are reported and skipped."""
-    if "split" in manifest.columns:
-        manifest = manifest[manifest["split"] == "train2014"].reset_index(drop=True)
+    manifest = training_rows(manifest, data["source"])
     images, rows, report = load_images(
         raw_images,
         manifest,
@@ -31,7 +31,7 @@ def reference_images(
         resolution=features["resolution"],
         limit=limit,
         workers=data["workers"],
-        array_source=in_memory_source(raw_images, data["source"], data["split"]),
+        array_source=array_source(data["source"], raw_images, data["split"]),
         return_report=True,
     )
     if len(report):
