@@ -23,6 +23,11 @@ from tqdm.auto import tqdm
 
 from uvit_pipeline._io import atomic_write
 from uvit_pipeline.diffusion import get_schedule, make_eps_fn, sample
+from uvit_pipeline.models.checkpoint import (
+    CheckpointInfo,
+    load_uvit_from_checkpoint,
+    read_checkpoint_info,
+)
 
 from .conditions import (
     TextConditions,
@@ -118,17 +123,17 @@ class SamplerSetup:
     schedule: object
     decode: Callable[[torch.Tensor], torch.Tensor] | None
     sample_shape: tuple[int, int, int]
-    config: dict  # the checkpoint's resolved training config
+    info: CheckpointInfo  # the checkpoint's typed config
     device: torch.device
 
     @property
     def is_text(self) -> bool:
-        return self.config["model_kwargs"].get("clip_dim") is not None
+        return self.info.is_text
 
     @property
     def text_encoder(self) -> dict | None:
         """Identity of the text encoder the model was trained with (None if not recorded)."""
-        return self.config.get("text_encoder")
+        return self.info.text_encoder
 
     def generate(self, **kwargs) -> np.ndarray:
         """`generate_samples` with this setup's network, schedule, shape, decoder and device."""
@@ -161,8 +166,6 @@ def build_sampler(
     The latent scale factor is the checkpoint's (`data.scale_factor`, 0.23010 for COCO); a different
     explicit value is refused (the original t2i sampling script's 0.18215 bug, §7.3).
     """
-    from uvit_pipeline.training.checkpoint import load_checkpoint_dir, load_uvit_from_checkpoint
-
     if isinstance(spec_or_checkpoint, dict):
         spec = spec_or_checkpoint
         checkpoint, which = spec["checkpoint"], spec.get("which", "ema")
@@ -173,19 +176,17 @@ def build_sampler(
     else:
         checkpoint = spec_or_checkpoint
     device = torch.device(device)
-    config, _, _ = load_checkpoint_dir(checkpoint)
+    info = read_checkpoint_info(checkpoint)
     nnet = load_uvit_from_checkpoint(checkpoint, which=which).to(device)
-    mk = config["model_kwargs"]
-    data = config.get("data") or {}
     decode = None
-    if data.get("kind") == "latent_moments" and decode_latents:
+    if info.is_latent and decode_latents:
         if not autoencoder:
             raise ValueError(
                 f"checkpoint {checkpoint} samples latents: name the autoencoder that decodes "
                 "them (the catalog entry `decoder`, or `autoencoder` when no separate decoder "
                 "is set)"
             )
-        trained = data.get("scale_factor")
+        trained = info.scale_factor
         if scale_factor is None:
             scale_factor = trained
         elif trained is not None and not math.isclose(scale_factor, trained, rel_tol=1e-6):
@@ -198,10 +199,10 @@ def build_sampler(
         decode = _latent_decoder(autoencoder, float(scale_factor), decode_batch_size, device)
     return SamplerSetup(
         nnet=nnet,
-        schedule=get_schedule(config["schedule"]),
+        schedule=get_schedule(info.schedule),
         decode=decode,
-        sample_shape=(mk["in_chans"], mk["img_size"], mk["img_size"]),
-        config=config,
+        sample_shape=info.sample_shape,
+        info=info,
         device=device,
     )
 
@@ -231,11 +232,10 @@ def _text_source(spec: dict, setup: SamplerSetup):
             "'text_features' (the text-context store whose val captions condition the samples)"
         )
     text = TextFeatures(spec["text_features"])
-    mk = setup.config["model_kwargs"]
-    if text.context_shape != (mk["num_clip_token"], mk["clip_dim"]):
+    if text.context_shape != setup.info.context_shape:
         raise ValueError(
             f"text store {text.root} gives contexts {text.context_shape}, the model takes "
-            f"(num_clip_token, clip_dim) = {(mk['num_clip_token'], mk['clip_dim'])}"
+            f"(num_clip_token, clip_dim) = {setup.info.context_shape}"
         )
     check_text_identity(setup.text_encoder, text.identity, f"text store {text.root} contexts")
     return text

@@ -15,6 +15,7 @@ from ..data.torch_datasets import FEATURE_KINDS
 from ..diffusion.schedules import SCHEDULES
 from ..models import UViTConfig, resolve_kwargs
 from ..models.attention import ATTENTION_BACKENDS
+from ..models.checkpoint import label_roles
 from ..models.config import GEOMETRY_KEYS
 from ..models.presets import preset_kwargs
 
@@ -114,12 +115,9 @@ class TrainConfig:
         return kwargs
 
     def null_label(self) -> int | None:
-        """Index of the CFG null class (K = num_classes - 1, §1.1) when labels are dropped.
-
-        None for text models: their null condition is the encoded empty prompt (§4.3)."""
-        if self.p_uncond > 0 and self.model_kwargs().get("clip_dim") is None:
-            return int(self.model_kwargs()["num_classes"]) - 1
-        return None
+        """Index of the CFG null class when labels are dropped (`models.checkpoint.label_roles`)."""
+        kw = self.model_kwargs()
+        return label_roles(kw.get("num_classes"), kw.get("clip_dim"), self.p_uncond)[1]
 
     def validate(self, num_processes: int = 1) -> TrainConfig:
         """Raise `ValueError` naming the dotted key of the first bad value; returns self."""

@@ -14,21 +14,11 @@ from uvit_pipeline._io import atomic_write_json
 from uvit_pipeline.launch import LaunchSpec, run_under_accelerate
 from uvit_pipeline.metrics.fid import frechet_distance, statistics
 from uvit_pipeline.metrics.network import METRIC_NAMES, load_feature_network
+from uvit_pipeline.models.checkpoint import read_checkpoint_info
 from uvit_pipeline.pipelines._staging import staging_dir
 from uvit_pipeline.sampling import collect, generate_to_dir
-from uvit_pipeline.training import load_checkpoint_dir
 
 log = logging.getLogger(__name__)
-
-
-def _class_setup(config: dict) -> tuple[int | None, int | None]:
-    """(number of real classes, null label) from the checkpoint's config; (None, None) if unconditional."""
-    num_classes = int(config["model_kwargs"].get("num_classes", -1))
-    if num_classes <= 0:
-        return None, None
-    if float(config.get("p_uncond", 0.0)) > 0:  # trained with label dropping: last index = null
-        return num_classes - 1, num_classes - 1
-    return num_classes, None
 
 
 def _label_probs(image_features: str | None, evaluation: dict, n_real: int | None):
@@ -61,9 +51,8 @@ def sampling_spec(
 ) -> dict:
     """Everything a sampling job needs (`sampling.generate_to_dir`); `cfg_param` names the parameter
     the guidance scale comes from in errors."""
-    config, _, _ = load_checkpoint_dir(uvit_checkpoint)
-    n_real, null = _class_setup(config)
-    is_text = config["model_kwargs"].get("clip_dim") is not None
+    info = read_checkpoint_info(uvit_checkpoint)
+    n_real, null, is_text = info.num_real_classes, info.null_label, info.is_text
     if is_text and text_features is None:
         raise ValueError(
             "the checkpoint is a text-to-image model: its samples are conditioned on captions from "
@@ -75,7 +64,7 @@ def sampling_spec(
             f"{cfg_param}: a CFG scale > 0 ({evaluation['cfg_scale']}) needs a model trained with "
             f"label dropping (training.p_uncond > 0), the checkpoint is {what}; use scale 0"
         )
-    latent = config.get("data", {}).get("kind") == "latent_moments"
+    latent = info.is_latent
     if latent and decoder is None:
         raise ValueError(
             "the checkpoint is a latent model: the catalog entry `autoencoder` (or `decoder`) "
@@ -97,7 +86,7 @@ def sampling_spec(
         "label_probs": label_probs,
         "device": evaluation["device"],
         "autoencoder": decoder if latent else None,
-        "scale_factor": config.get("data", {}).get("scale_factor"),
+        "scale_factor": info.scale_factor,
         "decode_batch_size": evaluation["decode_batch_size"],
         "text_features": str(text_features) if is_text else None,
         "text_split": "val",
@@ -133,8 +122,7 @@ def sample_for_evaluation(
 ) -> str:
     """`evaluation.n_samples` samples (EMA weights, the environment's sampler and guidance) as uint8
     chunks with their labels; resumable chunk by chunk, independent of the number of processes."""
-    config, _, _ = load_checkpoint_dir(uvit_checkpoint)
-    n_real, _ = _class_setup(config)
+    n_real = read_checkpoint_info(uvit_checkpoint).num_real_classes
     spec = sampling_spec(
         uvit_checkpoint,
         decoder or autoencoder,

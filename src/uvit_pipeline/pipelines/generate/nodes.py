@@ -43,7 +43,7 @@ def _text_conditions(setup, text_encoder: str | None, prompts: list[str]):
     if text_encoder is None:
         raise ValueError("a text-to-image checkpoint needs the catalog entry `text_encoder`")
     encoder = load_text_encoder(text_encoder, device=setup.device)
-    tokens = setup.config["model_kwargs"]["num_clip_token"]
+    tokens = setup.info.model.num_clip_token
     identity = text_encoder_identity(encoder, tokens)
     check_text_identity(setup.text_encoder, identity, f"text_encoder {text_encoder}")
     return encode_prompt_conditions(encoder, prompts, max_length=tokens)
