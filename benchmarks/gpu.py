@@ -826,12 +826,11 @@ def check_accelerate_sampling(run: Run) -> dict:
     spec = {"checkpoint": str(final), "which": "ema", "n_samples": 8, "batch_size": 4,
             "sampler": "dpm_solver_pp", "steps": 3, "cfg_scale": 0.4, "clip_x0": False, "seed": 0,
             "num_real_classes": 10, "null_label": 10, "device": str(run.device),
-            "autoencoder": None, "decode_latents": False, "decode_batch_size": 50,
-            "out_dir": str(out)}  # fmt: skip
+            "autoencoder": None, "decode_latents": False, "decode_batch_size": 50}  # fmt: skip
     spec_path = run.tmp / "sampling-spec.json"
     spec_path.write_text(json.dumps(spec))
     run_under_accelerate(LaunchSpec(num_processes=1, cpu=not run.cuda), run.tmp,
-                         "uvit_pipeline.sampling", ["--spec", str(spec_path)],
+                         "uvit_pipeline.sampling", ["--spec", str(spec_path), "--out", str(out)],
                          what="sampling child")  # fmt: skip
     images, labels = collect(out, 8, 4)
     passed = images.shape == (8, 4, 8, 8) and images.dtype == np.uint8 and labels.shape == (8,)

@@ -11,8 +11,8 @@ from PIL import Image
 
 from uvit_pipeline._io import atomic_write_json
 from uvit_pipeline.data.sources import training_rows
+from uvit_pipeline.pipelines._references import reference_images
 from uvit_pipeline.pipelines._staging import manifest_id, staging_dir
-from uvit_pipeline.pipelines.fid_reference.nodes import reference_images
 
 log = logging.getLogger(__name__)
 

@@ -4,49 +4,15 @@ from __future__ import annotations
 
 import logging
 
-import numpy as np
 import pandas as pd
 
-from uvit_pipeline.data.extract import load_images
-from uvit_pipeline.data.sources import array_source, training_rows
+from uvit_pipeline.metrics.demo_classifier import save_classifier, train_demo_classifier
 from uvit_pipeline.metrics.fid import statistics
 from uvit_pipeline.metrics.network import load_feature_network, write_network_dir
+from uvit_pipeline.pipelines._references import record_inception, reference_images
 from uvit_pipeline.pipelines._staging import manifest_id, staging_dir
 
 log = logging.getLogger(__name__)
-STANDARD_INCEPTION = "pytorch-fid"  # catalog `inception_weights: {source: pytorch-fid}`
-
-
-def reference_images(
-    raw_images: str, manifest: pd.DataFrame, features: dict, data: dict, limit: int | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Real training images preprocessed as for training (crop, resolution), uint8, with their labels
-    (COCO manifests: the train2014 split); files that changed since ingestion or stopped decoding
-    are reported and skipped."""
-    manifest = training_rows(manifest, data["source"])
-    images, rows, report = load_images(
-        raw_images,
-        manifest,
-        crop=features["crop"],
-        resolution=features["resolution"],
-        limit=limit,
-        workers=data["workers"],
-        array_source=array_source(data["source"], raw_images, data["split"]),
-        return_report=True,
-    )
-    if len(report):
-        log.warning("%d reference images skipped: %s", len(report), report.to_dict("records")[:5])
-    return images, rows["label"].to_numpy()
-
-
-def record_inception(inception_weights: str, paths: dict) -> str:
-    """The FID Inception network: pytorch-fid's weights (cached/downloaded) or a local copy."""
-    from uvit_pipeline.metrics.fid import load_inception
-
-    weights = None if inception_weights == STANDARD_INCEPTION else inception_weights
-    load_inception(weights)  # fail here, early, when the weights are unavailable
-    out = staging_dir(paths["staging"], "inception", {"weights": weights})
-    return str(write_network_dir(out, {"network": "inception_v3_fid", "weights": weights}))
 
 
 def prepare_feature_network(
@@ -61,8 +27,6 @@ def prepare_feature_network(
     """Demo: train the small classifier whose features define demo FD. Inception: record its weights."""
     if fid["network"] == "inception_v3_fid":
         return record_inception(inception_weights, paths)
-    from uvit_pipeline.metrics.demo_classifier import save_classifier, train_demo_classifier
-
     c = fid["classifier"]
     identity = {"classifier": c, "manifest": manifest_id(image_manifest), **features}
     out = staging_dir(paths["staging"], "demo-classifier", identity)

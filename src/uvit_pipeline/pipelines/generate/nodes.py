@@ -11,8 +11,10 @@ import torch
 from PIL import Image
 
 from uvit_pipeline._io import atomic_write
+from uvit_pipeline.pipelines._sampling import class_names, sampling_spec
 from uvit_pipeline.pipelines._staging import staging_dir
-from uvit_pipeline.pipelines.evaluation.nodes import class_names, sampling_spec
+from uvit_pipeline.sampling import build_sampler
+from uvit_pipeline.sampling.grid import labelled_grid
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +64,8 @@ def generate_images(
     """`generate.n_per_condition` images per prompt (`generate.prompts` or the prompt file), per class
     (`generate.classes`: indices or names), or of an unconditional model; PNGs named by condition and
     index, plus a grid with each row's prompt or class written under it."""
-    from uvit_pipeline.sampling import build_sampler
-    from uvit_pipeline.sampling.grid import labelled_grid
-
     spec = sampling_spec(
-        uvit_checkpoint, decoder or autoencoder, generate, n_samples=1, batch_size=1, seed=0,
+        uvit_checkpoint, autoencoder, decoder, generate, n_samples=1, batch_size=1, seed=0,
         text_features="<prompts>", cfg_param="generate.cfg_scale",
     )  # fmt: skip
     setup = build_sampler(spec)
@@ -81,14 +80,14 @@ def generate_images(
         cond = _text_conditions(setup, text_encoder, prompts)
         kw = {"contexts": np.repeat(cond.contexts, k, axis=0), "null_context": cond.null_context}
         rows = prompts
-    elif spec["num_real_classes"]:
-        n_real = spec["num_real_classes"]
+    elif spec.num_real_classes:
+        n_real = spec.num_real_classes
         names = class_names(image_features, n_real)
         wanted = list(generate["classes"]) or list(range(min(n_real, 10)))
         indices = _class_indices(wanted, names, n_real)
         kw = {
             "labels": torch.tensor(indices).repeat_interleave(k),
-            "null_label": spec["null_label"],
+            "null_label": spec.null_label,
         }
         rows = [names[i] for i in indices]
     else:
@@ -105,7 +104,8 @@ def generate_images(
         seed=generate["seed"],
         **kw,
     )
-    out = staging_dir(paths["staging"], "generate", {**spec, "rows": rows, **generate}) / "images"
+    identity = {**spec.to_dict(), "rows": rows, **generate}
+    out = staging_dir(paths["staging"], "generate", identity) / "images"
     out.mkdir(exist_ok=True)
     for i, img in enumerate(images):
         path = out / f"{i // k:03d}-{_slug(rows[i // k])}-{i % k:02d}.png"

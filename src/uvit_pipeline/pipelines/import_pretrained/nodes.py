@@ -16,8 +16,8 @@ from uvit_pipeline.models.official import (
     infer_official_config,
     state_dict_problems,
 )
+from uvit_pipeline.pipelines._references import record_inception
 from uvit_pipeline.pipelines._staging import staging_dir
-from uvit_pipeline.pipelines.fid_reference.nodes import record_inception
 
 log = logging.getLogger(__name__)
 
