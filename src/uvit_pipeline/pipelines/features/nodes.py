@@ -39,7 +39,7 @@ def build_image_features(
     image_manifest: pd.DataFrame,
     autoencoder: str | None,
     features: dict,
-    data: dict,
+    ingestion: dict,
     paths: dict,
 ) -> tuple[str, pd.DataFrame]:
     """Manifest -> sharded feature store: pixels, or VAE posterior moments of each image (and of its
@@ -50,7 +50,7 @@ def build_image_features(
             drop=True
         )
     meta = {
-        "source": data["source"],
+        "source": ingestion["source"],
         "kind": features["kind"],
         "resolution": features["resolution"],
         "crop": features["crop"],
@@ -93,8 +93,8 @@ def build_image_features(
         resolution=features["resolution"],
         shard_size=features["shard_size"],
         batch_size=features["batch_size"],
-        workers=data["workers"],
-        array_source=in_memory_source(raw_images, data["source"], data["split"]),
+        workers=ingestion["workers"],
+        array_source=in_memory_source(raw_images, ingestion["source"], ingestion["split"]),
         encoder=encoder,
         flip=features["flip"],
         moments_shape=moments_shape,

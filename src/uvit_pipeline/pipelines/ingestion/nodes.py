@@ -12,10 +12,10 @@ from uvit_pipeline.data.coco import scan_coco
 log = logging.getLogger(__name__)
 
 
-def ingest_images(raw_images: str, data: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+def ingest_images(raw_images: str, ingestion: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Raw data set as downloaded -> (image manifest, report of rejected files with reasons)."""
-    source, split, workers = data["source"], data["split"], data["workers"]
-    limit = {"max_pixels": data["max_pixels"]}  # larger images are reported and skipped
+    source, split, workers = ingestion["source"], ingestion["split"], ingestion["workers"]
+    limit = {"max_pixels": ingestion["max_pixels"]}  # larger images are reported and skipped
     if source == "imagenet_folder":
         manifest, report = ingest.scan_imagenet_folder(
             raw_images, split=split, workers=workers, **limit
