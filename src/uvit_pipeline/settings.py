@@ -35,9 +35,32 @@ def project_root() -> str:
     return str(root if root is not None else Path.cwd())
 
 
+# `generate` keys whose null means "the `evaluation` section's value" (conf/base/parameters_generate.yml).
+GENERATE_FROM_EVALUATION = (
+    "use_ema",
+    "sampler",
+    "steps",
+    "cfg_scale",
+    "clip_x0",
+    "decode_batch_size",
+    "device",
+    "grid_scale",
+)
+
+
+def fill_generate_defaults(params: dict) -> dict:
+    """`generate.<key>: null` -> `evaluation.<key>` for the keys above (in place; returns params)."""
+    generate, evaluation = params.get("generate"), params.get("evaluation")
+    if isinstance(generate, dict) and isinstance(evaluation, dict):
+        for key in GENERATE_FROM_EVALUATION:
+            if generate.get(key) is None and key in evaluation:
+                generate[key] = evaluation[key]
+    return params
+
+
 class ProjectConfigLoader(OmegaConfigLoader):
     """OmegaConfigLoader that names an unknown environment (and the known ones) instead of failing
-    later inside a plugin with an unrelated error."""
+    later inside a plugin with an unrelated error, and fills `generate`'s defaults from `evaluation`."""
 
     def __init__(self, conf_source, env=None, runtime_params=None, **kwargs):
         run_env = env or kwargs.get("default_run_env")
@@ -51,6 +74,10 @@ class ProjectConfigLoader(OmegaConfigLoader):
                 f"Known environments: {', '.join(known)}"
             )
         super().__init__(conf_source, env=env, runtime_params=runtime_params, **kwargs)
+
+    def __getitem__(self, key: str):
+        config = super().__getitem__(key)
+        return fill_generate_defaults(config) if key == "parameters" else config
 
 
 CONFIG_LOADER_CLASS = ProjectConfigLoader

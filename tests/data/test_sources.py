@@ -25,19 +25,19 @@ ENVS = sorted(p.name for p in (ROOT / "conf").iterdir() if p.is_dir() and p.name
 @pytest.mark.parametrize("env", ENVS)
 def test_environments_crop_as_their_source(env):
     p = load_params(env)
-    assert p["features"]["crop"] == SOURCES[p["data"]["source"]].default_crop
+    assert p["features"]["crop"] == SOURCES[p["ingestion"]["source"]].default_crop
 
 
 def test_the_parameter_schema_offers_the_registered_sources():
-    check = SCHEMA["data"]["source"]
+    check = SCHEMA["ingestion"]["source"]
     for name in SOURCES:
-        check("data.source", name)
-    with pytest.raises(ValueError, match="data.source"):
-        check("data.source", "lsun")
+        check("ingestion.source", name)
+    with pytest.raises(ValueError, match="ingestion.source"):
+        check("ingestion.source", "lsun")
 
 
 def test_unknown_source_is_named():
-    with pytest.raises(ValueError, match="unknown data.source 'lsun'"):
+    with pytest.raises(ValueError, match="unknown ingestion.source 'lsun'"):
         source_spec("lsun")
 
 

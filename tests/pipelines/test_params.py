@@ -42,9 +42,9 @@ def test_every_section_of_base_is_in_the_schema_and_valid(demo):
     [
         ("evaluation.n_sample", "n_samples"),
         ("features.shardsize", "shard_size"),
-        ("data.root", None),
+        ("ingestion.root", None),
         ("training.data.num_worker", "num_workers"),
-        ("fid.classifier.step", "steps"),
+        ("fid_reference.classifier.step", "steps"),
         ("model.embed_dims", "embed_dim"),
         ("generate.prompt", "prompts"),
     ],
@@ -69,8 +69,8 @@ def test_unknown_keys_are_refused_everywhere(demo, dotted, suggestion):
         ("evaluation.sampler", "ddim"),
         ("features.batch_size", -3),
         ("features.crop", "centre"),
-        ("fid.network", "clip"),
-        ("data.source", "laion"),
+        ("fid_reference.network", "clip"),
+        ("ingestion.source", "laion"),
         ("launcher.num_processes", 0),
     ],
 )

@@ -1,4 +1,4 @@
-"""Registry of raw data layouts (`data.source`): how each is scanned, served and split.
+"""Registry of raw data layouts (`ingestion.source`): how each is scanned, served and split.
 
 A new layout is one `SOURCES` entry: a scanner (raw root -> manifest + report of rejected files), an
 optional array reader for sets distributed as arrays, the manifest split that holds the training
@@ -77,7 +77,7 @@ SOURCES: dict[str, SourceSpec] = {
 
 def source_spec(source: str) -> SourceSpec:
     if source not in SOURCES:
-        raise ValueError(f"unknown data.source {source!r}; known: {sorted(SOURCES)}")
+        raise ValueError(f"unknown ingestion.source {source!r}; known: {sorted(SOURCES)}")
     return SOURCES[source]
 
 

@@ -20,20 +20,20 @@ STANDARD_INCEPTION = "pytorch-fid"  # catalog `inception_weights: {source: pytor
 
 
 def reference_images(
-    raw_images: str, manifest: pd.DataFrame, features: dict, data: dict, limit: int | None
+    raw_images: str, manifest: pd.DataFrame, features: dict, ingestion: dict, limit: int | None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Real training images preprocessed as for training (crop, resolution), uint8, with their labels
     (COCO manifests: the train2014 split); files that changed since ingestion or stopped decoding
     are reported and skipped."""
-    manifest = training_rows(manifest, data["source"])
+    manifest = training_rows(manifest, ingestion["source"])
     images, rows, report = load_images(
         raw_images,
         manifest,
         crop=features["crop"],
         resolution=features["resolution"],
         limit=limit,
-        workers=data["workers"],
-        array_source=array_source(data["source"], raw_images, data["split"]),
+        workers=ingestion["workers"],
+        array_source=array_source(ingestion["source"], raw_images, ingestion["split"]),
         return_report=True,
     )
     if len(report):

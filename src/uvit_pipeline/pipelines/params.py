@@ -175,7 +175,7 @@ def _official():
 SCHEMA: dict[str, Any] = {
     "experiment": string,
     "paths": {"staging": string, "train_state": string},
-    "demo": {
+    "demo_data": {
         "layout": one_of(("imagenet", "coco")),
         "n_per_class": pos_int,
         "image_size": pos_int,
@@ -190,7 +190,7 @@ SCHEMA: dict[str, Any] = {
         "widths": list_of(pos_int),
         "held_out": pos_int,
     },
-    "data": {
+    "ingestion": {
         "source": one_of(_sources),
         "split": string,
         "workers": pos_int,
@@ -247,7 +247,7 @@ SCHEMA: dict[str, Any] = {
         "main_process_port": optional(pos_int),
         "cpu": boolean,
     },
-    "fid": {
+    "fid_reference": {
         "network": one_of(_networks),
         "batch_size": pos_int,
         "max_reference_images": optional(pos_int),
@@ -275,16 +275,17 @@ SCHEMA: dict[str, Any] = {
         "prompts": list_of(string),
         "classes": list_of(_str_or_int),
         "n_per_condition": pos_int,
-        "use_ema": boolean,
-        "sampler": one_of(_samplers),
-        "steps": pos_int,
-        "cfg_scale": nonneg_number,
-        "clip_x0": boolean,
+        # null: the evaluation section's value (settings.fill_generate_defaults)
+        "use_ema": optional(boolean),
+        "sampler": optional(one_of(_samplers)),
+        "steps": optional(pos_int),
+        "cfg_scale": optional(nonneg_number),
+        "clip_x0": optional(boolean),
         "seed": integer,
         "batch_size": pos_int,
-        "decode_batch_size": pos_int,
-        "device": string,
-        "grid_scale": pos_int,
+        "decode_batch_size": optional(pos_int),
+        "device": optional(string),
+        "grid_scale": optional(pos_int),
     },
     "import_pretrained": {"config": optional(one_of(_official))},
 }

@@ -22,7 +22,7 @@ def train_demo_autoencoder(
     image_manifest: pd.DataFrame,
     demo_autoencoder: dict,
     features: dict,
-    data: dict,
+    ingestion: dict,
     paths: dict,
 ) -> tuple[str, dict, Image.Image]:
     """A tiny KL autoencoder (diffusers `AutoencoderKL`, the class and loading path of the SD VAE the
@@ -32,11 +32,11 @@ def train_demo_autoencoder(
     from uvit_pipeline.encoders.train_autoencoder import reconstruct, train_autoencoder
 
     p = demo_autoencoder
-    image_manifest = training_rows(image_manifest, data["source"])
+    image_manifest = training_rows(image_manifest, ingestion["source"])
     identity = {**p, "manifest": manifest_id(image_manifest), "crop": features["crop"],
                 "resolution": features["resolution"]}  # fmt: skip
     out = staging_dir(paths["staging"], "demo-autoencoder", identity)
-    images, _ = reference_images(raw_images, image_manifest, features, data, None)
+    images, _ = reference_images(raw_images, image_manifest, features, ingestion, None)
     if (out / "report.json").is_file():  # built before with the same settings and images
         from uvit_pipeline.encoders.autoencoder import load_autoencoder
 

@@ -40,15 +40,15 @@ def build_image_features(
     image_manifest: pd.DataFrame,
     autoencoder: str | None,
     features: dict,
-    data: dict,
+    ingestion: dict,
     paths: dict,
 ) -> tuple[str, pd.DataFrame]:
     """Manifest -> sharded feature store: pixels, or VAE posterior moments of each image (and of its
     mirror image when `features.flip`, §7.1). COCO manifests hold both splits: the store holds the
     training images (val2014 only conditions evaluation samples through its captions)."""
-    image_manifest = training_rows(image_manifest, data["source"])
+    image_manifest = training_rows(image_manifest, ingestion["source"])
     meta = {
-        "source": data["source"],
+        "source": ingestion["source"],
         "kind": features["kind"],
         "resolution": features["resolution"],
         "crop": features["crop"],
@@ -91,8 +91,8 @@ def build_image_features(
         resolution=features["resolution"],
         shard_size=features["shard_size"],
         batch_size=features["batch_size"],
-        workers=data["workers"],
-        array_source=array_source(data["source"], raw_images, data["split"]),
+        workers=ingestion["workers"],
+        array_source=array_source(ingestion["source"], raw_images, ingestion["split"]),
         encoder=encoder,
         flip=features["flip"],
         moments_shape=moments_shape,

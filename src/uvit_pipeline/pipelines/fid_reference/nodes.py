@@ -19,18 +19,18 @@ def prepare_feature_network(
     raw_images: str,
     image_manifest: pd.DataFrame,
     inception_weights: str,
-    fid: dict,
+    fid_reference: dict,
     features: dict,
-    data: dict,
+    ingestion: dict,
     paths: dict,
 ) -> str:
     """Demo: train the small classifier whose features define demo FD. Inception: record its weights."""
-    if fid["network"] == "inception_v3_fid":
+    if fid_reference["network"] == "inception_v3_fid":
         return record_inception(inception_weights, paths)
-    c = fid["classifier"]
+    c = fid_reference["classifier"]
     identity = {"classifier": c, "manifest": manifest_id(image_manifest), **features}
     out = staging_dir(paths["staging"], "demo-classifier", identity)
-    images, labels = reference_images(raw_images, image_manifest, features, data, None)
+    images, labels = reference_images(raw_images, image_manifest, features, ingestion, None)
     model, accuracy = train_demo_classifier(
         images,
         labels,
@@ -55,18 +55,20 @@ def compute_reference_stats(
     image_manifest: pd.DataFrame,
     feature_network: str,
     official_fid_stats: dict | None,
-    fid: dict,
+    fid_reference: dict,
     features: dict,
-    data: dict,
+    ingestion: dict,
 ) -> dict:
     """The official statistics file of the experiment when it has one (paper numbers are computed
     against it, §6), else (mu, sigma) of the real images in the feature network's space."""
     if official_fid_stats is not None:
         log.info("Reference statistics: the official fid_stats file, imported as is")
         return official_fid_stats
-    info, features_fn, _ = load_feature_network(feature_network, batch_size=fid["batch_size"])
+    info, features_fn, _ = load_feature_network(
+        feature_network, batch_size=fid_reference["batch_size"]
+    )
     images, _ = reference_images(
-        raw_images, image_manifest, features, data, fid["max_reference_images"]
+        raw_images, image_manifest, features, ingestion, fid_reference["max_reference_images"]
     )
     mu, sigma = statistics(features_fn(images))
     return {"mu": mu, "sigma": sigma, "network": info["network"]}

@@ -11,11 +11,15 @@ from uvit_pipeline.data.sources import scan
 log = logging.getLogger(__name__)
 
 
-def ingest_images(raw_images: str, data: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+def ingest_images(raw_images: str, ingestion: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Raw data set as downloaded -> (image manifest, report of rejected files with reasons)."""
     # The layout's scanner (data/sources.py); larger images than max_pixels are reported, skipped.
     manifest, report = scan(
-        data["source"], raw_images, data["split"], data["workers"], data["max_pixels"]
+        ingestion["source"],
+        raw_images,
+        ingestion["split"],
+        ingestion["workers"],
+        ingestion["max_pixels"],
     )
     manifest.attrs["raw_root"] = str(raw_images)
     log.info(
