@@ -12,7 +12,7 @@ from kedro.framework.project import find_pipelines
 
 # conf/demo/globals.yml `pipelines` (tests/pipelines/test_project.py keeps the two equal)
 DEMO_STAGES = (
-    "demo_data", "ingestion", "demo_autoencoder", "features", "fid_reference", "training", "evaluation",
+    "demo_data", "ingestion", "demo_autoencoder", "features", "fid_reference", "train_uvit", "evaluation",
 )  # fmt: skip
 
 

@@ -100,7 +100,7 @@ def demo_chain(demo_params):
     from uvit_pipeline.pipelines.features import create_pipeline as features
     from uvit_pipeline.pipelines.fid_reference import create_pipeline as fid_reference
     from uvit_pipeline.pipelines.ingestion import create_pipeline as ingestion
-    from uvit_pipeline.pipelines.training import create_pipeline as training
+    from uvit_pipeline.pipelines.train_uvit import create_pipeline as training
 
     pipeline = demo_data() + ingestion() + features() + fid_reference() + training()
     catalog = {

@@ -357,7 +357,7 @@ def validate_all(params: dict[str, Any]) -> None:
             raise ParameterError(f"parameter section {name!r} is missing from conf/base")
     features = params["features"]
     from uvit_pipeline.models import resolve_kwargs  # lazily: torch
-    from uvit_pipeline.pipelines.training.nodes import make_train_config
+    from uvit_pipeline.pipelines.train_uvit.nodes import make_train_config
 
     model = params["model"]
     try:

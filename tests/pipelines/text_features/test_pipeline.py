@@ -15,7 +15,7 @@ from uvit_pipeline.pipelines.fid_reference import create_pipeline as fid_referen
 from uvit_pipeline.pipelines.generate import create_pipeline as generate
 from uvit_pipeline.pipelines.ingestion import create_pipeline as ingestion
 from uvit_pipeline.pipelines.text_features import create_pipeline as text_features
-from uvit_pipeline.pipelines.training import create_pipeline as training
+from uvit_pipeline.pipelines.train_uvit import create_pipeline as training
 
 from ..conftest import load_params, run
 

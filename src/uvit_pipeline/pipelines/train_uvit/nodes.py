@@ -1,4 +1,4 @@
-"""Nodes of the `training` pipeline: resolve the config, launch `accelerate launch`, return the checkpoint."""
+"""Nodes of the `train_uvit` pipeline: resolve the config, launch `accelerate launch`, return the checkpoint."""
 
 from __future__ import annotations
 

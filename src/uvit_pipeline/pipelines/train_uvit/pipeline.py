@@ -1,4 +1,4 @@
-"""`training`: feature store + parameters -> `accelerate launch`ed U-ViT training -> versioned checkpoint."""
+"""`train_uvit`: feature store + parameters -> `accelerate launch`ed U-ViT training -> versioned checkpoint."""
 
 from kedro.pipeline import Pipeline, node
 
@@ -24,5 +24,5 @@ def create_pipeline(**kwargs) -> Pipeline:
                 tags=["launches_child"],
             ),
         ],
-        tags=["training"],
+        tags=["train_uvit"],
     )

@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from uvit_pipeline.pipelines.training.nodes import make_train_config
+from uvit_pipeline.pipelines.train_uvit.nodes import make_train_config
 from uvit_pipeline.training import load_uvit_from_checkpoint
 
 
