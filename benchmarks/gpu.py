@@ -1,4 +1,4 @@
-"""GPU proof in one short run (issue #9): training speed, memory and MFU against an original-faithful
+"""GPU proof in one short run: training speed, memory and MFU against an original-faithful
 baseline, data-loader headroom, guided-sampling throughput and correctness checks on CUDA.
 
     python3 benchmarks/gpu.py                  # on a CUDA machine (benchmarks/gpu.sh runs this + pytest -m gpu)
@@ -91,7 +91,7 @@ COLUMNS = {
     "correctness": ["check", "value", "threshold", "passed", "status"],
 }  # fmt: skip
 TITLES = {
-    "targets": "Targets (issue #9)",
+    "targets": "Targets",
     "train": "Training step (forward + loss + backward + AdamW + LR schedule + EMA)",
     "loader": "Data loading vs. the step's consumption",
     "sampling": "Guided sampling (CFG scale 0.4, 2 network passes per NFE)",

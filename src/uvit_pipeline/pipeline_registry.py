@@ -7,8 +7,8 @@ environment, so `hooks.ExperimentPipelines` calls `use_default_stages` with the 
 the Kedro context is created; until then (e.g. `kedro viz` without hooks) the demo's list applies.
 """
 
-from kedro.pipeline import Pipeline
 from kedro.framework.project import find_pipelines
+from kedro.pipeline import Pipeline
 
 # conf/demo/globals.yml `pipelines` (tests/pipelines/test_project.py keeps the two equal)
 DEMO_STAGES = (

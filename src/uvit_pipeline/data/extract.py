@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 from tqdm.auto import tqdm
 
 from .feature_store import FeatureStore
@@ -46,8 +47,6 @@ def _decoder(
 
     def decode(i: int) -> np.ndarray | str:
         if array_source is not None:
-            from PIL import Image
-
             img = Image.fromarray(array_source[int(manifest["index"].iat[i])].transpose(1, 2, 0))
             return _crop_uint8(img, crop, resolution)
         path = resolve_path(raw_root, manifest["path"].iat[i])

@@ -112,6 +112,7 @@ def store_prompt_conditions(
 
 def encode_prompt_conditions(encoder, prompts: list[str], max_length: int = 77) -> TextConditions:
     """User prompts encoded on the fly (an `encoders.TextEncoder`); the null context is the encoded ""."""
+    # transformers takes seconds to import: only text models need it
     from ..encoders.text import encode_prompts
 
     contexts = encode_prompts(encoder, list(prompts), max_length=max_length)

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from uvit_pipeline._io import atomic_write
 from uvit_pipeline.data.text_features import TextFeatures
 from uvit_pipeline.diffusion import get_schedule, make_eps_fn, sample
+from uvit_pipeline.encoders.autoencoder import decode_latents, load_autoencoder_spec
 from uvit_pipeline.models.checkpoint import (
     CheckpointInfo,
     load_uvit_from_checkpoint,
@@ -192,8 +193,6 @@ def build_sampler(spec: SamplingSpec) -> SamplerSetup:
 
 
 def _latent_decoder(autoencoder: str, scale_factor: float, chunk: int, device: torch.device):
-    from uvit_pipeline.encoders.autoencoder import decode_latents, load_autoencoder_spec
-
     vae = load_autoencoder_spec(autoencoder, device)
     autocast = torch.float16 if device.type == "cuda" else None  # §4.4: decode under fp16 autocast
 

@@ -9,6 +9,8 @@ import os
 import sys
 from pathlib import Path
 
+import torch.distributed as dist
+
 from .config import TrainConfig
 from .loop import train
 
@@ -39,8 +41,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _shutdown_process_group() -> None:
     # Instead of Accelerator.end_training(), which would also end the parent's MLflow run.
-    import torch.distributed as dist
-
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 

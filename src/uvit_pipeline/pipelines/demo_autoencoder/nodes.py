@@ -11,6 +11,7 @@ from PIL import Image
 
 from uvit_pipeline._io import atomic_write_json
 from uvit_pipeline.data.sources import training_rows
+from uvit_pipeline.encoders.autoencoder import load_autoencoder
 from uvit_pipeline.pipelines._references import reference_images
 from uvit_pipeline.pipelines._staging import manifest_id, staging_dir
 
@@ -29,6 +30,7 @@ def train_demo_autoencoder(
     paper experiments use) trained on the demo images, so latent samples decode to real images.
     Built once per setting: a rerun finds it in the staging area. Returns the model directory, its
     reconstruction report and a picture of held-out images over their reconstructions."""
+    # encoders.train_autoencoder imports diffusers (seconds): only the latent demos run this node
     from uvit_pipeline.encoders.train_autoencoder import reconstruct, train_autoencoder
 
     p = demo_autoencoder
@@ -38,8 +40,6 @@ def train_demo_autoencoder(
     out = staging_dir(paths["staging"], "demo-autoencoder", identity)
     images, _ = reference_images(raw_images, image_manifest, features, ingestion, None)
     if (out / "report.json").is_file():  # built before with the same settings and images
-        from uvit_pipeline.encoders.autoencoder import load_autoencoder
-
         report, vae = json.loads((out / "report.json").read_text()), load_autoencoder(out)
         log.info("Demo autoencoder reused from %s", out)
     else:

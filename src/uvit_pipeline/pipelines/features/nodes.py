@@ -6,33 +6,28 @@ import logging
 
 import numpy as np
 import pandas as pd
+import torch
 
 from uvit_pipeline.data.extract import extract_features
 from uvit_pipeline.data.sources import array_source, training_rows
+from uvit_pipeline.encoders import autoencoder as ae
 from uvit_pipeline.pipelines._staging import manifest_id, staging_dir
 
 log = logging.getLogger(__name__)
 
 
 def _latent_encoder(autoencoder: str, device_name: str):
-    """uint8 (B,3,R,R) -> moments (B,8,R/8,R/8) with the given autoencoder, batched on the device."""
-    import torch
-
-    from uvit_pipeline.encoders.autoencoder import (
-        autoencoder_identity,
-        encode_moments,
-        load_autoencoder_spec,
-    )
-
+    """uint8 (B,3,R,R) -> moments (B,2C,R/f,R/f) with the given autoencoder (C latent channels,
+    downsampling f: (B,8,R/8,R/8) for the SD KL-f8 VAE), batched on the device."""
     device = torch.device(device_name)
-    vae = load_autoencoder_spec(autoencoder, device)
+    vae = ae.load_autoencoder_spec(autoencoder, device)
 
     @torch.no_grad()
     def encode(images: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(images)).to(device).float() / 127.5 - 1.0
-        return encode_moments(vae, x).float().cpu().numpy()
+        return ae.encode_moments(vae, x).float().cpu().numpy()
 
-    return encode, autoencoder_identity(vae, autoencoder)
+    return encode, ae.autoencoder_identity(vae, autoencoder)
 
 
 def build_image_features(

@@ -14,6 +14,7 @@ from uvit_pipeline._io import atomic_write
 from uvit_pipeline.pipelines._sampling import class_names, sampling_spec
 from uvit_pipeline.pipelines._staging import staging_dir
 from uvit_pipeline.sampling import build_sampler
+from uvit_pipeline.sampling.conditions import check_text_identity, encode_prompt_conditions
 from uvit_pipeline.sampling.grid import labelled_grid
 
 log = logging.getLogger(__name__)
@@ -39,8 +40,8 @@ def _class_indices(classes: list, names: list[str], n_real: int) -> list[int]:
 
 def _text_conditions(setup, text_encoder: str | None, prompts: list[str]):
     """Prompts encoded with the encoder the model was trained with (its identity is checked)."""
+    # transformers takes seconds to import: only text models need it
     from uvit_pipeline.encoders.text import load_text_encoder, text_encoder_identity
-    from uvit_pipeline.sampling.conditions import check_text_identity, encode_prompt_conditions
 
     if text_encoder is None:
         raise ValueError("a text-to-image checkpoint needs the catalog entry `text_encoder`")
