@@ -397,7 +397,7 @@ def render_reference(conf_base: Path) -> str:
         "Every key has its default in `conf/base/parameters_<section>.yml`; an environment "
         "(`conf/<experiment>/parameters.yml`) states what differs, and `--params section.key=value` "
         "overrides one run (several: comma-separated; a list in brackets, "
-        "`--params \"generate.classes=[0,1,2]\"`). A `--config run.yml` file takes them under "
+        '`--params "generate.classes=[0,1,2]"`). A `--config run.yml` file takes them under '
         "`run: params:`, nested or as dotted keys. A key that is not listed here is refused with "
         "the closest known one; a bad value is refused with its name before anything runs.",
         "",
