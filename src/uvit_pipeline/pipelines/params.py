@@ -235,6 +235,16 @@ def section_schema(name: str) -> Any:
     return SCHEMA[name]
 
 
+# Sections renamed so that a file holds the section it is named after (conf/base/parameters_<section>.yml).
+RENAMED = {"data": "ingestion", "fid": "fid_reference", "demo": "demo_data"}
+
+
+def _hint(section: str, known) -> str:
+    if section in RENAMED:
+        return f"; the section {section!r} is now {RENAMED[section]!r}"
+    return _closest(section, known)
+
+
 def _closest(key: str, known) -> str:
     match = difflib.get_close_matches(key, list(known), n=1, cutoff=0.5)
     return f"; did you mean {match[0]!r}?" if match else f"; known: {sorted(known)}"
@@ -269,7 +279,7 @@ def _check_mapping(prefix: str, schema: dict, values: Any, required: bool) -> No
 def validate_section(name: str, values: Any, required: bool = True) -> None:
     """Check one top-level section (or scalar) against the schema."""
     if name not in SCHEMA:
-        raise ParameterError(f"{name} is not a known parameter{_closest(name, SCHEMA)}")
+        raise ParameterError(f"{name} is not a known parameter{_hint(name, SCHEMA)}")
     schema = section_schema(name)
     if isinstance(schema, dict):
         _check_mapping(name, schema, values, required and name not in OPTIONAL_KEYS)
@@ -345,7 +355,7 @@ def check_runtime_params(runtime: dict[str, Any], conf_source: Path, env: str) -
                 f"read it); e.g. the demo environments generate their own raw data"
             )
         known = set(SCHEMA) | (set(RUNTIME_ONLY) & used)
-        raise ParameterError(f"--params {key}: not a known parameter{_closest(key, known)}")
+        raise ParameterError(f"--params {key}: not a known parameter{_hint(key, known)}")
 
 
 # --- the reference (docs/parameters.md) ------------------------------------------------------------
