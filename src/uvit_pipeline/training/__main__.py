@@ -32,8 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     if not path.is_file():
         parser.error(f"--config {path} does not exist")
     config = TrainConfig.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    config.validate(num_processes=int(os.environ.get("WORLD_SIZE", "1")))
-    final = train(config)
+    final = train(config)  # validates first, against the processes it runs on
     logging.getLogger(__name__).info("Final checkpoint: %s", final)
     _shutdown_process_group()
     return 0

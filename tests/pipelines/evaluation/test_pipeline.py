@@ -183,6 +183,7 @@ LATENT_UVIT = {
 }
 LATENT_TRAIN = {
     "schedule": "discrete",
+    "mixed_precision": "no",
     "batch_size": 4,
     "lr": 1e-3,
     "warmup_steps": 1,

@@ -32,6 +32,7 @@ TINY_UVIT = {
 }  # 10 demo classes + the null class (§4.3)
 TRAIN = {
     "schedule": "discrete",
+    "mixed_precision": "no",
     "batch_size": 4,
     "lr": 1e-3,
     "warmup_steps": 1,
