@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from uvit_pipeline._io import atomic_write
 from uvit_pipeline.data.text_features import TextFeatures
 from uvit_pipeline.diffusion import get_schedule, make_eps_fn, sample
+from uvit_pipeline.diffusion.schedules import NoiseSchedule
 from uvit_pipeline.encoders.autoencoder import decode_latents, load_autoencoder_spec
 from uvit_pipeline.models.checkpoint import (
     CheckpointInfo,
@@ -123,7 +124,7 @@ class SamplerSetup:
     """A loaded checkpoint ready to sample: network, schedule, latent decoder (or None), x_T shape."""
 
     nnet: torch.nn.Module
-    schedule: object
+    schedule: NoiseSchedule
     decode: Callable[[torch.Tensor], torch.Tensor] | None
     sample_shape: tuple[int, int, int]
     info: CheckpointInfo  # the checkpoint's typed config

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from .._io import StagingLock
 from ..diffusion import get_schedule, noise_prediction_loss
+from ..diffusion.schedules import NoiseSchedule
 from ..models import UViT, train_step_flops
 from . import checkpoint as ckpt
 from .config import TrainConfig
@@ -40,7 +41,7 @@ class TrainObjects:
     ema: UViT
     optimizer: torch.optim.Optimizer
     lr_scheduler: torch.optim.lr_scheduler.LambdaLR
-    schedule: object
+    schedule: NoiseSchedule
     model_kwargs: dict
 
 
