@@ -1,4 +1,4 @@
-"""GPU proof in one short run (issue #9): training speed, memory and MFU against an original-faithful
+"""GPU proof in one short run: training speed, memory and MFU against an original-faithful
 baseline, data-loader headroom, guided-sampling throughput and correctness checks on CUDA.
 
     python3 benchmarks/gpu.py                  # on a CUDA machine (benchmarks/gpu.sh runs this + pytest -m gpu)
@@ -91,7 +91,7 @@ COLUMNS = {
     "correctness": ["check", "value", "threshold", "passed", "status"],
 }  # fmt: skip
 TITLES = {
-    "targets": "Targets (issue #9)",
+    "targets": "Targets",
     "train": "Training step (forward + loss + backward + AdamW + LR schedule + EMA)",
     "loader": "Data loading vs. the step's consumption",
     "sampling": "Guided sampling (CFG scale 0.4, 2 network passes per NFE)",
@@ -826,12 +826,11 @@ def check_accelerate_sampling(run: Run) -> dict:
     spec = {"checkpoint": str(final), "which": "ema", "n_samples": 8, "batch_size": 4,
             "sampler": "dpm_solver_pp", "steps": 3, "cfg_scale": 0.4, "clip_x0": False, "seed": 0,
             "num_real_classes": 10, "null_label": 10, "device": str(run.device),
-            "autoencoder": None, "decode_latents": False, "decode_batch_size": 50,
-            "out_dir": str(out)}  # fmt: skip
+            "autoencoder": None, "decode_latents": False, "decode_batch_size": 50}  # fmt: skip
     spec_path = run.tmp / "sampling-spec.json"
     spec_path.write_text(json.dumps(spec))
     run_under_accelerate(LaunchSpec(num_processes=1, cpu=not run.cuda), run.tmp,
-                         "uvit_pipeline.sampling", ["--spec", str(spec_path)],
+                         "uvit_pipeline.sampling", ["--spec", str(spec_path), "--out", str(out)],
                          what="sampling child")  # fmt: skip
     images, labels = collect(out, 8, 4)
     passed = images.shape == (8, 4, 8, 8) and images.dtype == np.uint8 and labels.shape == (8,)

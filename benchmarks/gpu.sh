@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU proof in one command (issue #9; docs/performance.md), made for a lent GPU machine whose
+# The GPU proof in one command (docs/performance.md), made for a lent GPU machine whose
 # python3 already holds torch and accelerate and which has no network:
 #   bash benchmarks/gpu.sh              # all of it in <= GPU_TOTAL_S seconds (default 450)
 #   bash benchmarks/gpu.sh --dry-run    # the same steps at toy size on a CPU machine

@@ -27,3 +27,14 @@ def test_repository_cites_only_its_own_documents():
         cwd=ROOT, capture_output=True, text=True,
     )  # fmt: skip
     assert out.stdout == "", out.stdout
+
+
+def test_parameter_reference_matches_the_schema():
+    from uvit_pipeline.pipelines.params import REFERENCE, render_reference
+
+    expected = render_reference(ROOT / "conf" / "base")
+    assert (ROOT / REFERENCE).read_text() == expected, (
+        "docs/parameters.md is stale; run `python -m uvit_pipeline.pipelines.params`"
+    )
+    for key in ("`training.n_steps`", "`model.embed_dim`", "`generate.classes`", "`data_root`"):
+        assert key in expected

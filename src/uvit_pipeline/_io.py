@@ -153,7 +153,7 @@ class StagingLock:
         self._fd: int | None = None
 
     def acquire(self) -> StagingLock:
-        import fcntl
+        import fcntl  # POSIX only: the package still imports where locks are never taken
 
         if self._fd is not None:
             return self

@@ -6,7 +6,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from kedro.framework.project import pipelines
+from kedro.framework.session import KedroSession
+from kedro.framework.startup import bootstrap_project
 from kedro.pipeline import Pipeline
+
+from uvit_pipeline.datasets import NotUsed
 
 
 def mermaid(pipeline: Pipeline, hide: set[str] | frozenset = frozenset()) -> str:
@@ -29,12 +34,6 @@ def mermaid(pipeline: Pipeline, hide: set[str] | frozenset = frozenset()) -> str
 
 def environment_dag(project_path, env: str | None) -> str:
     """The Mermaid diagram of an environment's `__default__` (what `kedro run --env <env>` runs)."""
-    from kedro.framework.project import pipelines
-    from kedro.framework.session import KedroSession
-    from kedro.framework.startup import bootstrap_project
-
-    from uvit_pipeline.datasets import NotUsed
-
     bootstrap_project(project_path)
     with KedroSession.create(project_path=project_path, env=env) as session:
         catalog = session.load_context().catalog  # also selects the environment's `__default__`

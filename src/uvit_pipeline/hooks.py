@@ -36,9 +36,7 @@ class ExperimentPipelines:
         from uvit_pipeline import pipeline_registry
 
         stages = context.config_loader["globals"].get("pipelines")
-        before = pipeline_registry._default_stages
-        pipeline_registry.set_default_stages(stages)
-        if pipeline_registry._default_stages != before:
+        if pipeline_registry.use_default_stages(stages):
             pipelines.configure(f"{PACKAGE_NAME}.pipeline_registry")  # rebuild `__default__`
 
 

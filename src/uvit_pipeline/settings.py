@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 from kedro.config import OmegaConfigLoader
+from kedro.utils import find_kedro_project
 
 from uvit_pipeline.pipelines.params import ParameterError
 from uvit_pipeline.warning_filters import filter_known_warnings
@@ -29,15 +30,65 @@ def data_tag(name: str, default_root: str, root: str | None = None) -> str:
 def project_root() -> str:
     """The project folder (the nearest one up from the working directory holding pyproject.toml), so
     that `mlflow.db` is the same file from the project root, a notebook folder or a test copy."""
-    from kedro.utils import find_kedro_project
-
     root = find_kedro_project(Path.cwd())
     return str(root if root is not None else Path.cwd())
 
 
+# `generate` keys whose null means "the `evaluation` section's value" (conf/base/parameters_generate.yml).
+GENERATE_FROM_EVALUATION = (
+    "use_ema",
+    "sampler",
+    "steps",
+    "cfg_scale",
+    "clip_x0",
+    "decode_batch_size",
+    "device",
+    "grid_scale",
+)
+
+
+def fill_generate_defaults(params: dict) -> dict:
+    """`generate.<key>: null` -> `evaluation.<key>` for the keys above (in place; returns params)."""
+    generate, evaluation = params.get("generate"), params.get("evaluation")
+    if isinstance(generate, dict) and isinstance(evaluation, dict):
+        for key in GENERATE_FROM_EVALUATION:
+            if generate.get(key) is None and key in evaluation:
+                generate[key] = evaluation[key]
+    return params
+
+
+def nest_dotted(params: dict | None) -> dict:
+    """`{"ingestion.workers": 4}` -> `{"ingestion": {"workers": 4}}`, merged with nested entries: a
+    `--config` file may write `run: params:` either way (`--params` arrives nested already)."""
+    out: dict = {}
+    for key, value in (params or {}).items():
+        *path, last = str(key).split(".")
+        node = out
+        for part in path:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ParameterError(
+                    f"--params {key}: {part} is given both as a value and a section"
+                )
+        if isinstance(value, dict):
+            value = nest_dotted(value)
+            if isinstance(node.get(last), dict):
+                value = _merged(node[last], value)
+        node[last] = value
+    return out
+
+
+def _merged(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
 class ProjectConfigLoader(OmegaConfigLoader):
     """OmegaConfigLoader that names an unknown environment (and the known ones) instead of failing
-    later inside a plugin with an unrelated error."""
+    later inside a plugin with an unrelated error, reads dotted `--params` keys as nested ones, and
+    fills `generate`'s defaults from `evaluation`."""
 
     def __init__(self, conf_source, env=None, runtime_params=None, **kwargs):
         run_env = env or kwargs.get("default_run_env")
@@ -50,7 +101,12 @@ class ProjectConfigLoader(OmegaConfigLoader):
                 f"Environment {run_env!r} does not exist (no folder {root / run_env}). "
                 f"Known environments: {', '.join(known)}"
             )
+        runtime_params = nest_dotted(runtime_params) if runtime_params else runtime_params
         super().__init__(conf_source, env=env, runtime_params=runtime_params, **kwargs)
+
+    def __getitem__(self, key: str):
+        config = super().__getitem__(key)
+        return fill_generate_defaults(config) if key == "parameters" else config
 
 
 CONFIG_LOADER_CLASS = ProjectConfigLoader

@@ -81,7 +81,7 @@ def test_file_lists_every_official_config_with_the_facts_the_code_needs():
         assert 2 < cfg["paper_fid"] < 6
         assert all(f"nnet.{k}" in cfg for k in GEOMETRY_KEYS), name
     assert CONFIGS["imagenet256_uvit_huge"]["paper_fid"] == 2.29
-    assert CONFIGS["imagenet256_uvit_large"]["dataset.p_uncond"] == 0.15  # §8, issue #14
+    assert CONFIGS["imagenet256_uvit_large"]["dataset.p_uncond"] == 0.15  # §8, baofff/U-ViT#14
 
 
 def test_deep_coco_is_the_small_config_with_depth_16():

@@ -8,19 +8,18 @@ import copy
 from pathlib import Path
 
 import pytest
-from kedro.config import OmegaConfigLoader
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
-from uvit_pipeline.settings import CONFIG_LOADER_ARGS
+from uvit_pipeline.settings import CONFIG_LOADER_ARGS, CONFIG_LOADER_CLASS
 
 ROOT = Path(__file__).resolve().parents[2]
 
 # The demo shrunk to seconds: 4 images per class, a few steps, a few samples.
 TINY = {
-    "demo": {"n_per_class": 4, "image_size": 16},
+    "demo_data": {"n_per_class": 4, "image_size": 16},
     "demo_autoencoder": {"widths": [8, 16, 32], "steps": 4, "batch_size": 8, "held_out": 4},
-    "data": {"workers": 1},
+    "ingestion": {"workers": 1},
     "features": {"shard_size": 16, "batch_size": 8},
     "training": {
         "batch_size": 8,
@@ -30,7 +29,7 @@ TINY = {
         "save_interval": 3,
         "data": {"num_workers": 0},
     },
-    "fid": {"batch_size": 16, "classifier": {"steps": 5, "batch_size": 16}},
+    "fid_reference": {"batch_size": 16, "classifier": {"steps": 5, "batch_size": 16}},
     "evaluation": {
         "steps": 3,
         "n_samples": 8,
@@ -44,7 +43,7 @@ TINY = {
 # The in-memory harness runs the pipelines in pixel space at 32 px (the demo environment itself is a
 # latent one; `latent_chain` covers latents with the tiny KL-f8 VAE).
 PIXEL = {
-    "demo": {"image_size": 32},
+    "demo_data": {"image_size": 32},
     "features": {"kind": "pixels", "resolution": 32},
     "model": {"img_size": 32, "in_chans": 3, "patch_size": 4},
     "training": {"schedule": "vp_continuous"},
@@ -61,7 +60,7 @@ class Kept(MemoryDataset):
 
 def load_params(env: str, runtime: dict | None = None) -> dict:
     args = {k: v for k, v in CONFIG_LOADER_ARGS.items() if k != "default_run_env"}
-    loader = OmegaConfigLoader(str(ROOT / "conf"), env=env, runtime_params=runtime, **args)
+    loader = CONFIG_LOADER_CLASS(str(ROOT / "conf"), env=env, runtime_params=runtime, **args)
     return loader["parameters"]
 
 
@@ -101,7 +100,7 @@ def demo_chain(demo_params):
     from uvit_pipeline.pipelines.features import create_pipeline as features
     from uvit_pipeline.pipelines.fid_reference import create_pipeline as fid_reference
     from uvit_pipeline.pipelines.ingestion import create_pipeline as ingestion
-    from uvit_pipeline.pipelines.training import create_pipeline as training
+    from uvit_pipeline.pipelines.train_uvit import create_pipeline as training
 
     pipeline = demo_data() + ingestion() + features() + fid_reference() + training()
     catalog = {

@@ -67,7 +67,8 @@ def test_briefly_trained_latent_demo_beats_untrained(tmp_path):
         dict(
             model=MODEL,
             schedule="discrete",
-            data=dict(path=str(store), kind="latent_moments", scale_factor=scale),
+            data=dict(path=str(store), kind="latent_moments", scale_factor=scale, num_workers=0),
+            mixed_precision="no",
             batch_size=32,
             lr=2e-3,
             betas=[0.9, 0.999],

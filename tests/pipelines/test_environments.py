@@ -61,7 +61,7 @@ def test_environment_matches_official_config(env):
     assert ev["sampler"] == expected
     assert ev["cfg_scale"] == (o["sample.scale"] if o.get("sample.cfg") else 0.0)
     assert ev["clip_x0"] is False and ev["use_ema"] is True
-    assert p["fid"]["network"] == "inception_v3_fid"
+    assert p["fid_reference"]["network"] == "inception_v3_fid"
     validate_all(p)
 
 
@@ -78,4 +78,14 @@ def test_demo_settings_never_leak_into_paper_experiments():
         p = load_params(env)
         assert p["evaluation"]["clip_x0"] is False
         assert p["training"]["ema_rate"] == 0.9999
-        assert p["fid"]["network"] == "inception_v3_fid"
+        assert p["fid_reference"]["network"] == "inception_v3_fid"
+
+
+@pytest.mark.parametrize("env", [*PAPER_ENVS, "demo", "demo_t2i"])
+def test_generate_samples_as_evaluation_unless_told_otherwise(env):
+    p = load_params(env)
+    for key in ("use_ema", "sampler", "steps", "cfg_scale", "clip_x0", "device", "grid_scale"):
+        assert p["generate"][key] == p["evaluation"][key], key
+    told = load_params(env, {"generate": {"sampler": "euler_maruyama", "cfg_scale": 5.0}})
+    assert told["generate"]["sampler"] == "euler_maruyama" and told["generate"]["cfg_scale"] == 5.0
+    assert told["evaluation"] == p["evaluation"]

@@ -15,8 +15,8 @@ from uvit_pipeline.data.feature_store import (
     FeatureStore,
     FeatureStoreCorrupt,
     FeatureStoreMismatch,
-    FeatureStoreWriter,
 )
+from uvit_pipeline.data.store_writer import FeatureStoreWriter
 
 from .conftest import LockHolder
 

@@ -11,6 +11,7 @@ import torch
 
 from uvit_pipeline.launch import LaunchSpec, run_under_accelerate
 from uvit_pipeline.models import UViT
+from uvit_pipeline.sampling import SamplingSpec
 from uvit_pipeline.sampling.generate import collect, generate_to_dir, quantize
 from uvit_pipeline.training.checkpoint import export_final
 
@@ -53,6 +54,13 @@ def spec_for(checkpoint, out_dir) -> dict:
     }
 
 
+def generate(spec: dict, **kwargs):
+    """`generate_to_dir` for a spec written as a dict with its `out_dir`."""
+    d = dict(spec)
+    out_dir = d.pop("out_dir")
+    return generate_to_dir(SamplingSpec.from_dict(d), out_dir, **kwargs)
+
+
 def test_quantize_rounds_half_up_like_save_image():
     x = torch.tensor([-1.0, -2.0, 1.0, 3.0, 0.0, 2 * (0.7 / 255) - 1])
     assert quantize(x).tolist() == [0, 0, 255, 255, 128, 1]
@@ -60,15 +68,15 @@ def test_quantize_rounds_half_up_like_save_image():
 
 def test_chunks_resume_and_do_not_depend_on_rank_split(checkpoint, tmp_path):
     one = spec_for(checkpoint, tmp_path / "one")
-    generate_to_dir(one, progress=False)
+    generate(one, progress=False)
     images, labels = collect(one["out_dir"], 10, 4)
     assert images.shape == (10, 3, 8, 8) and images.dtype == np.uint8
     assert labels.shape == (10,) and labels.max() < 4
 
     two = spec_for(checkpoint, tmp_path / "two")  # the same work split over 2 "ranks"
-    generate_to_dir(two, rank=1, world_size=2, progress=False)
+    generate(two, rank=1, world_size=2, progress=False)
     assert sorted(os.listdir(two["out_dir"])) == ["chunk-000001.npz"]
-    generate_to_dir(two, rank=0, world_size=2, progress=False)
+    generate(two, rank=0, world_size=2, progress=False)
     images2, labels2 = collect(two["out_dir"], 10, 4)
     np.testing.assert_array_equal(images, images2)
     np.testing.assert_array_equal(labels, labels2)
@@ -78,7 +86,7 @@ def test_chunks_resume_and_do_not_depend_on_rank_split(checkpoint, tmp_path):
     os.remove(os.path.join(one["out_dir"], "chunk-000001.npz"))
     with pytest.raises(FileNotFoundError, match="chunk-000001"):
         collect(one["out_dir"], 10, 4)
-    generate_to_dir(one, progress=False)
+    generate(one, progress=False)
     assert os.path.getmtime(os.path.join(one["out_dir"], "chunk-000000.npz")) == kept
     np.testing.assert_array_equal(collect(one["out_dir"], 10, 4)[0], images)
 
@@ -86,30 +94,31 @@ def test_chunks_resume_and_do_not_depend_on_rank_split(checkpoint, tmp_path):
 @pytest.mark.slow
 def test_two_process_sampling_under_accelerate(checkpoint, tmp_path):
     ref = spec_for(checkpoint, tmp_path / "ref")
-    generate_to_dir(ref, progress=False)
+    generate(ref, progress=False)
     spec = spec_for(checkpoint, tmp_path / "multi")
+    out_dir = spec.pop("out_dir")
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     run_under_accelerate(
         LaunchSpec(num_processes=2, cpu=True),
         tmp_path,
         "uvit_pipeline.sampling",
-        ["--spec", str(tmp_path / "spec.json")],
+        ["--spec", str(tmp_path / "spec.json"), "--out", out_dir],
         what="sampling child",
     )
-    np.testing.assert_array_equal(
-        collect(spec["out_dir"], 10, 4)[0], collect(ref["out_dir"], 10, 4)[0]
-    )
+    np.testing.assert_array_equal(collect(out_dir, 10, 4)[0], collect(ref["out_dir"], 10, 4)[0])
 
 
 def test_labels_follow_given_class_frequencies(checkpoint, tmp_path):
     from uvit_pipeline.sampling.generate import chunk_labels
 
-    spec = spec_for(checkpoint, tmp_path / "freq")
+    d = spec_for(checkpoint, tmp_path / "freq")
+    del d["out_dir"]
+    spec = SamplingSpec.from_dict(d)
     uniform = torch.cat([chunk_labels(spec, k, 4) for k in range(50)])
     assert set(uniform.tolist()) == {0, 1, 2, 3}
-    spec["label_probs"] = [0.0, 0.0, 1.0, 0.0]
+    spec = spec.replace(label_probs=[0.0, 0.0, 1.0, 0.0])
     assert set(chunk_labels(spec, 0, 4).tolist()) == {2}
-    spec["label_probs"] = [0.7, 0.1, 0.1, 0.1]
+    spec = spec.replace(label_probs=[0.7, 0.1, 0.1, 0.1])
     drawn = torch.cat([chunk_labels(spec, k, 4) for k in range(250)])
     assert abs((drawn == 0).float().mean().item() - 0.7) < 0.05
 
@@ -127,7 +136,7 @@ def test_latent_checkpoint_needs_an_autoencoder_unless_told_not_to_decode(tmp_pa
     ckpt = export_final(tmp_path / "ckpt", model, model, config, {"steps": 0})
     spec = {**spec_for(ckpt, tmp_path / "out"), "n_samples": 4, "sampler": "dpm_solver_pp"}
     with pytest.raises(ValueError, match="name the autoencoder"):
-        generate_to_dir(spec, progress=False)
-    generate_to_dir({**spec, "decode_latents": False}, progress=False)
+        generate(spec, progress=False)
+    generate({**spec, "decode_latents": False}, progress=False)
     images, labels = collect(tmp_path / "out", 4, 4)
     assert images.shape == (4, 4, 8, 8) and images.dtype == np.uint8 and labels.shape == (4,)

@@ -8,6 +8,7 @@ import torch
 
 from uvit_pipeline.models import UViT
 from uvit_pipeline.sampling import (
+    SamplingSpec,
     build_sampler,
     labelled_grid,
     sample_grid,
@@ -80,7 +81,12 @@ def test_prompt_grid_from_a_text_checkpoint(tmp_path):
     ckpt = export_final(tmp_path / "ckpt", model, model, config, {})
     text = store_prompt_conditions(write_text_store(tmp_path / "text"))
     grid = sample_grid(
-        build_sampler(ckpt), columns=3, sampler="dpm_solver_pp", steps=2, cfg_scale=1.0, text=text
+        build_sampler(SamplingSpec(checkpoint=str(ckpt))),
+        columns=3,
+        sampler="dpm_solver_pp",
+        steps=2,
+        cfg_scale=1.0,
+        text=text,
     )
     assert len(PROMPTS) == 2
     assert grid.width == 3 * (8 * 16 + GUTTER) + GUTTER  # 8 px samples shown at 16x

@@ -11,18 +11,19 @@ import torch
 from uvit_pipeline.data import TextFeatures
 from uvit_pipeline.models import UViT
 from uvit_pipeline.sampling import (
+    SamplingSpec,
     build_sampler,
     collect,
     collect_caption_rows,
     conditions_from_text_store,
     draw_caption_rows,
     generate_samples,
-    generate_to_dir,
     store_prompt_conditions,
 )
 from uvit_pipeline.training.checkpoint import export_final
 
 from ..text_fixtures import ENCODER, PROMPTS, write_text_store
+from .test_generate import generate
 
 KWARGS = dict(
     img_size=8,
@@ -104,7 +105,7 @@ def test_text_chunks_record_captions_and_do_not_depend_on_rank_split(
     checkpoint, text_store, tmp_path
 ):
     one = spec_for(checkpoint, text_store, tmp_path / "one")
-    generate_to_dir(one, progress=False)
+    generate(one, progress=False)
     images, labels = collect(one["out_dir"], 10, 4)
     assert images.shape == (10, 3, 8, 8) and images.dtype == np.uint8 and labels is None
     captions, image_rows = collect_caption_rows(one["out_dir"], 10, 4)
@@ -113,14 +114,14 @@ def test_text_chunks_record_captions_and_do_not_depend_on_rank_split(
     assert sorted(image_rows[:4].tolist()) == [0, 1, 2, 3]  # 4 val images: no repeat in an epoch
 
     two = spec_for(checkpoint, text_store, tmp_path / "two")
-    generate_to_dir(two, rank=1, world_size=2, progress=False)
+    generate(two, rank=1, world_size=2, progress=False)
     assert sorted(os.listdir(two["out_dir"])) == ["chunk-000001.npz"]
-    generate_to_dir(two, rank=0, world_size=2, progress=False)
+    generate(two, rank=0, world_size=2, progress=False)
     np.testing.assert_array_equal(collect(two["out_dir"], 10, 4)[0], images)
     np.testing.assert_array_equal(collect_caption_rows(two["out_dir"], 10, 4)[0], captions)
 
     # Chunk 1 is exactly guided sampling with those captions' contexts and the empty context.
-    setup = build_sampler(checkpoint)
+    setup = build_sampler(SamplingSpec(checkpoint=str(checkpoint)))
     tc = conditions_from_text_store(text_store, 4, seed=7, start=4)
     np.testing.assert_array_equal(tc.caption_rows, captions[4:8])
     again = setup.generate(
@@ -137,7 +138,7 @@ def test_text_chunks_record_captions_and_do_not_depend_on_rank_split(
 
 
 def test_contexts_and_guidance_change_the_samples(checkpoint, text_store):
-    setup = build_sampler(checkpoint)
+    setup = build_sampler(SamplingSpec(checkpoint=str(checkpoint)))
     conds = store_prompt_conditions(text_store)
     assert conds.prompts == PROMPTS and conds.contexts.shape == (2, 77, 32)
     kw = dict(n=2, sampler="dpm_solver_pp", steps=3, seed=0, progress=False)
@@ -165,13 +166,13 @@ def test_contexts_and_guidance_change_the_samples(checkpoint, text_store):
 def test_text_spec_is_checked_against_the_checkpoint(checkpoint, text_store, tmp_path):
     spec = spec_for(checkpoint, text_store, tmp_path / "a")
     with pytest.raises(ValueError, match="needs 'text_features'"):
-        generate_to_dir({**spec, "text_features": None}, progress=False)
+        generate({**spec, "text_features": None}, progress=False)
     other = _export(tmp_path / "other", {"text_encoder": {**ENCODER, "sha256": "1" * 64}})
     with pytest.raises(ValueError, match="sha256: checkpoint='1+"):
-        generate_to_dir(spec_for(other, text_store, tmp_path / "b"), progress=False)
+        generate(spec_for(other, text_store, tmp_path / "b"), progress=False)
     small = _export(tmp_path / "small", kwargs={**KWARGS, "num_clip_token": 8})
     with pytest.raises(ValueError, match=r"contexts \(77, 32\)"):
-        generate_to_dir(spec_for(small, text_store, tmp_path / "c"), progress=False)
+        generate(spec_for(small, text_store, tmp_path / "c"), progress=False)
 
 
 def test_build_sampler_decodes_latents_with_the_trained_scale(tmp_path, vae_dir):
@@ -179,10 +180,12 @@ def test_build_sampler_decodes_latents_with_the_trained_scale(tmp_path, vae_dir)
     data = {"kind": "latent_moments", "scale_factor": 0.2301}
     ckpt = _export(tmp_path / "latent", {"data": data}, kwargs=kwargs)
     with pytest.raises(ValueError, match="autoencoder"):
-        build_sampler(ckpt)
+        build_sampler(SamplingSpec(checkpoint=str(ckpt)))
     with pytest.raises(ValueError, match=r"0.18215 differs .* 0.2301"):
-        build_sampler(ckpt, autoencoder=str(vae_dir), scale_factor=0.18215)
-    setup = build_sampler(ckpt, autoencoder=str(vae_dir))
+        build_sampler(
+            SamplingSpec(checkpoint=str(ckpt), autoencoder=str(vae_dir), scale_factor=0.18215)
+        )
+    setup = build_sampler(SamplingSpec(checkpoint=str(ckpt), autoencoder=str(vae_dir)))
     assert setup.sample_shape == (4, 4, 4) and setup.is_text
     z = torch.randn(1, 4, 4, 4)
     assert setup.decode(z).shape == (1, 3, 32, 32)

@@ -52,7 +52,9 @@ def tiny_config(run_dir, store, **overrides) -> TrainConfig:
         model=dict(TINY_MODEL),
         data={"path": str(store), "kind": "pixels", "random_flip": True},
         batch_size=4,
+        mixed_precision="no",  # the CPU: conf/base's fp16 is for GPUs
         lr=1e-3,
+        betas=[0.99, 0.999],
         warmup_steps=2,
         n_steps=6,
         ema_rate=0.9,
@@ -63,4 +65,5 @@ def tiny_config(run_dir, store, **overrides) -> TrainConfig:
         cpu=True,
     )
     d.update(overrides)
+    d["data"] = {"num_workers": 0, **d["data"]}  # in-process loading (conf/base: 8 workers)
     return TrainConfig.from_dict(d)

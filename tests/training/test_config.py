@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-import pytest
+import dataclasses
+from pathlib import Path
 
-from uvit_pipeline.training import TrainConfig
+import pytest
+import yaml
+
+from uvit_pipeline.fields import parameters
+from uvit_pipeline.training import DataConfig, TrainConfig
+from uvit_pipeline.training.config import section_fields
 
 from .conftest import TINY_MODEL
 
@@ -90,3 +96,36 @@ def test_batch_must_split_over_processes():
     cfg.validate(num_processes=2)
     with pytest.raises(ValueError, match=r"training\.batch_size \(6\) must be divisible.*4"):
         cfg.validate(num_processes=4)
+
+
+def test_one_set_of_defaults_the_values_of_conf_base():
+    """The declared defaults are conf/base's values: no second, disagreeing set in code."""
+    conf = Path(__file__).resolve().parents[2] / "conf" / "base"
+    base = yaml.safe_load((conf / "parameters_training.yml").read_text())["training"]
+    fields = section_fields()["training"]
+    assert set(base) == set(fields)
+    for name, value in base.items():
+        if name == "data":
+            declared = {k: f.default for k, f in parameters(DataConfig).items()}
+            assert value == declared
+        else:
+            default = TrainConfig().to_dict()[name]
+            assert default == (list(value) if name == "betas" else value), name
+    model = yaml.safe_load((conf / "parameters_model.yml").read_text())["model"]
+    assert set(model) <= set(section_fields()["model"]) and TrainConfig().model == model
+
+
+def test_every_parameter_declares_a_check_and_help():
+    for section, fields in section_fields().items():
+        flat = {**fields, **fields.get("data", {})} if section == "training" else fields
+        for name, f in flat.items():
+            if isinstance(f, dict):
+                continue
+            assert callable(f.metadata["check"]) and f.metadata["help"], f"{section}.{name}"
+    assert not {f.name for f in dataclasses.fields(TrainConfig)} - {
+        *parameters(TrainConfig),
+        "model",
+        "data",
+        "run_dir",
+        "cpu",
+    }

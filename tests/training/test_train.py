@@ -162,3 +162,18 @@ def test_store_checks_fail_before_training(tmp_path, pixel_store):
     with pytest.raises(ValueError, match=r"model\.in_chans/model\.img_size"):
         train(tiny_config(tmp_path, pixel_store, model=bad_model))
     assert not (tmp_path / "final").exists()
+
+
+def test_a_larger_n_steps_continues_the_run_and_a_smaller_one_never_exports_more(
+    tmp_path, pixel_store
+):
+    run_dir = tmp_path / "run"
+    train(tiny_config(run_dir, pixel_store, n_steps=3, save_interval=3, keep_last=3))
+    final = train(tiny_config(run_dir, pixel_store, n_steps=6, save_interval=3, keep_last=3))
+    assert [e["step"] for e in _events(run_dir) if e["event"] == "start"] == [0, 3]
+    assert json.loads((final / "summary.json").read_text())["steps"] == 6
+    # Back to 3 steps: the kept state at step 3 is exported, not the 6-step model.
+    final = train(tiny_config(run_dir, pixel_store, n_steps=3, save_interval=3, keep_last=3))
+    assert json.loads((final / "summary.json").read_text())["steps"] == 3
+    with pytest.raises(ValueError, match=r"training\.n_steps=4 is below the step this run"):
+        train(tiny_config(run_dir, pixel_store, n_steps=4, save_interval=3, keep_last=3))

@@ -7,7 +7,6 @@ from .feature_store import (
     FeatureStore,
     FeatureStoreIncomplete,
     FeatureStoreMismatch,
-    FeatureStoreWriter,
 )
 from .images import (
     CROPS,
@@ -23,6 +22,7 @@ from .images import (
     to_uint8_chw,
 )
 from .ingest import scan_celeba, scan_imagenet_folder
+from .store_writer import FeatureStoreWriter
 from .text_features import KIND as TEXT_KIND
 from .text_features import CaptionSplit, TextFeatures
 from .torch_datasets import CaptionedFeatureDataset, FeatureDataset

@@ -12,11 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 from tqdm.auto import tqdm
 
-from .feature_store import REPORT_COLUMNS, FeatureStoreWriter
+from .feature_store import FeatureStore
 from .images import ImageError, apply_crop, decode_rgb, read_bytes, resolve_path, to_uint8_chw
 from .ingest import CHECKSUM_ALGORITHM
+from .store_format import REPORT_COLUMNS
+from .store_writer import FeatureStoreWriter
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +47,6 @@ def _decoder(
 
     def decode(i: int) -> np.ndarray | str:
         if array_source is not None:
-            from PIL import Image
-
             img = Image.fromarray(array_source[int(manifest["index"].iat[i])].transpose(1, 2, 0))
             return _crop_uint8(img, crop, resolution)
         path = resolve_path(raw_root, manifest["path"].iat[i])
@@ -60,15 +61,6 @@ def _decoder(
         return _crop_uint8(img, crop, resolution)
 
     return decode
-
-
-def in_memory_source(raw_root: str | Path, source: str, split: str) -> np.ndarray | None:
-    """Images of data sets distributed as arrays (CIFAR-10's python batches), else None (files)."""
-    if source != "cifar10":
-        return None
-    from .cifar import read_cifar10
-
-    return read_cifar10(raw_root, split=split)[0]
 
 
 def load_images(
@@ -196,8 +188,6 @@ def extract_features(
                 lo = hi
         bar.close()
     if return_report:
-        from .feature_store import FeatureStore
-
         return Path(out_dir), FeatureStore(out_dir).report
     return Path(out_dir)
 

@@ -1,4 +1,4 @@
-"""Sharded feature store: streaming, resumable writer and memory-mapped reader (docs/architecture.md, "Feature store").
+"""Sharded feature store: the memory-mapped reader (writer: store_writer.py; format: store_format.py) (docs/architecture.md, "Feature store").
 
 Directory layout (docs/data.md, docs/reliability.md):
   meta.json                       caller meta + fields/shard_size; at close also num_rows, num_skipped,
@@ -14,11 +14,9 @@ same folder; a reader checks the layout on opening and the checksums in `verify(
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
-import re
 from collections import OrderedDict
 from pathlib import Path
 
@@ -27,149 +25,21 @@ import pandas as pd
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from .._io import atomic_write
+from .store_format import (
+    NPY_HEADER_READERS,
+    REPORT_COLUMNS,
+    FeatureStoreCorrupt,
+    FeatureStoreIncomplete,
+    FeatureStoreMismatch,
+    content_id,
+    diff,
+    file_sha256,
+    jsonable,
+    read_meta,
+    shard_file,
+)
 
 log = logging.getLogger(__name__)
-
-FORMAT_VERSION = 2  # 2: per-shard sha256, content_id, skipped-input report
-# Keys that change as writing progresses (or are written at close).
-_STATE_KEYS = (
-    "num_rows",
-    "num_shards",
-    "num_skipped",
-    "checksums",
-    "manifest_sha256",
-    "content_id",
-    "complete",
-)
-# Keys the store itself owns; caller meta may not use them.
-RESERVED_KEYS = ("format_version", "fields", "shard_size", *_STATE_KEYS)
-_PARTS = "manifest-parts"
-_FIELD_RE = re.compile(r"^[A-Za-z][A-Za-z0-9]*$")
-REPORT_COLUMNS = ["path", "reason"]
-_NPY_HEADER_READERS = {
-    (1, 0): np.lib.format.read_array_header_1_0,
-    (2, 0): np.lib.format.read_array_header_2_0,
-}
-
-
-class FeatureStoreMismatch(ValueError):
-    """A store's meta differs from what the caller expects; `mismatches` = {key: (store, expected)}."""
-
-    def __init__(self, root, mismatches: dict, hint: str = ""):
-        self.mismatches = mismatches
-        lines = [f"  {k}: store={s!r} expected={e!r}" for k, (s, e) in mismatches.items()]
-        msg = f"feature store {root} does not match:\n" + "\n".join(lines)
-        super().__init__(msg + (f"\n{hint}" if hint else ""))
-
-
-class FeatureStoreIncomplete(RuntimeError):
-    """The store exists but its writer has not finished (re-run the writer to resume)."""
-
-
-class FeatureStoreCorrupt(RuntimeError):
-    """A store's files are damaged or inconsistent; the message names the file and the problem."""
-
-    def __init__(self, root, problem: str):
-        self.root = Path(root)
-        super().__init__(
-            f"feature store {root} is damaged: {problem}. Re-extract it (delete {root} and re-run "
-            "the feature extraction)"
-        )
-
-
-def _read_meta(root: Path) -> dict:
-    path = root / "meta.json"
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise FeatureStoreCorrupt(root, f"{path} is not valid JSON ({e})") from None
-    if not isinstance(meta, dict) or not isinstance(meta.get("fields"), dict):
-        raise FeatureStoreCorrupt(root, f"{path} holds no 'fields' mapping")
-    return meta
-
-
-def file_sha256(path: Path, bar=None) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-            if bar is not None:
-                bar.update(len(chunk))
-    return h.hexdigest()
-
-
-def content_id(checksums: dict, manifest_sha256: str) -> str:
-    """Identity of a complete store: sha256 over its shard checksums and its manifest file."""
-    key = json.dumps({"checksums": checksums, "manifest_sha256": manifest_sha256}, sort_keys=True)
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
-class _HashingFile:
-    """Write-through file wrapper that hashes what is written (np.save streams into it)."""
-
-    def __init__(self, f):
-        self.f, self.sha = f, hashlib.sha256()
-
-    def write(self, b) -> int:
-        self.sha.update(b)
-        return self.f.write(b)
-
-
-def _save_npy(path: Path, arr: np.ndarray) -> str:
-    """np.save `arr` to `path` atomically; returns the sha256 of the bytes written."""
-    out = {}
-
-    def write(f) -> None:
-        hashing = _HashingFile(f)
-        np.save(hashing, arr)
-        out["sha256"] = hashing.sha.hexdigest()
-
-    atomic_write(path, write)
-    return out["sha256"]
-
-
-def _jsonable(obj):
-    """Normalise through JSON so tuples/lists and numpy scalars compare equal to the file."""
-    return json.loads(json.dumps(obj, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
-
-
-def _diff(store: dict, expected: dict, missing="<missing>") -> dict:
-    return {
-        k: (store.get(k, missing), v)
-        for k, v in expected.items()
-        if k not in store or store[k] != v
-    }
-
-
-def _shard_file(root: Path, shard: int, field: str) -> Path:
-    return root / f"shard-{shard:05d}.{field}.npy"
-
-
-def _part_file(root: Path, shard: int) -> Path:
-    return root / _PARTS / f"{shard:05d}.parquet"
-
-
-def _sums_file(root: Path, shard: int) -> Path:
-    return root / _PARTS / f"{shard:05d}.json"
-
-
-def _normalise_fields(fields: dict) -> dict:
-    """{name: (shape, dtype)} -> {name: {"shape": [...], "dtype": str}} (validated)."""
-    if "label" not in fields:
-        raise ValueError("fields must include 'label' (shape (), int64): every store has labels")
-    out = {}
-    for name, spec in fields.items():
-        if not _FIELD_RE.match(name):
-            raise ValueError(f"field name {name!r} must be alphanumeric and start with a letter")
-        try:
-            shape, dtype = spec
-            out[name] = {"shape": [int(s) for s in shape], "dtype": np.dtype(dtype).name}
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"fields[{name!r}] must be (shape tuple, dtype), got {spec!r}") from e
-    if out["label"] != {"shape": [], "dtype": "int64"}:
-        raise ValueError(f"fields['label'] must be ((), int64), got {fields['label']!r}")
-    return out
 
 
 class FeatureStore:
@@ -185,7 +55,7 @@ class FeatureStore:
         meta_path = self.root / "meta.json"
         if not meta_path.is_file():
             raise FileNotFoundError(f"no feature store at {self.root} (missing meta.json)")
-        self._meta = _read_meta(self.root)
+        self._meta = read_meta(self.root)
         if not self._meta.get("complete"):
             raise FeatureStoreIncomplete(
                 f"feature store {self.root} is incomplete ({self._meta.get('num_rows', 0)} rows "
@@ -222,10 +92,10 @@ class FeatureStore:
         for field, (shape, dtype) in self.fields.items():
             # Headers of the first and last shard are read; full shards share one shape, hence one
             # file size, so the others only need a stat (opening stays cheap for 1000s of shards).
-            full = self._check_npy(_shard_file(self.root, 0, field), (min(size, n), *shape), dtype)
-            self._check_npy(_shard_file(self.root, last, field), (n - last * size, *shape), dtype)
+            full = self._check_npy(shard_file(self.root, 0, field), (min(size, n), *shape), dtype)
+            self._check_npy(shard_file(self.root, last, field), (n - last * size, *shape), dtype)
             for s in range(1, last):
-                path = _shard_file(self.root, s, field)
+                path = shard_file(self.root, s, field)
                 try:
                     actual = path.stat().st_size
                 except FileNotFoundError:
@@ -241,7 +111,7 @@ class FeatureStore:
         try:
             with open(path, "rb") as f:
                 version = np.lib.format.read_magic(f)
-                read_header = _NPY_HEADER_READERS.get(version)
+                read_header = NPY_HEADER_READERS.get(version)
                 if read_header is None:
                     raise ValueError(f"unsupported .npy format version {version}")
                 got_shape, fortran, got_dtype = read_header(f)
@@ -359,7 +229,7 @@ class FeatureStore:
         key = (shard, field)
         m = self._maps.get(key)
         if m is None:
-            m = np.load(_shard_file(self.root, shard, field), mmap_mode="r")
+            m = np.load(shard_file(self.root, shard, field), mmap_mode="r")
             self._maps[key] = m
             if len(self._maps) > self._max_open:  # bounded: every map holds a file descriptor
                 self._maps.popitem(last=False)
@@ -419,7 +289,7 @@ class FeatureStore:
 
     def verify_meta(self, expected: dict) -> None:
         """Raise `FeatureStoreMismatch` naming every key whose value differs from `expected`."""
-        mismatch = _diff(self._meta, _jsonable(expected))
+        mismatch = diff(self._meta, jsonable(expected))
         if mismatch:
             raise FeatureStoreMismatch(
                 self.root,
@@ -429,14 +299,9 @@ class FeatureStore:
             )
 
 
-from .store_writer import FeatureStoreWriter  # noqa: E402  (the writer builds on the helpers above)
-
 __all__ = [
-    "FORMAT_VERSION",
-    "REPORT_COLUMNS",
     "FeatureStore",
     "FeatureStoreCorrupt",
     "FeatureStoreIncomplete",
     "FeatureStoreMismatch",
-    "FeatureStoreWriter",
 ]

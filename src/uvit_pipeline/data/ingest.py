@@ -35,8 +35,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 # §7.1: extensions accepted by the official loader (compared case-insensitively).
-# Raw data layouts the ingestion pipeline reads (`data.source`).
-SOURCES = ("imagenet_folder", "cifar10", "celeba", "coco")
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".gif"})
 CHECKSUM_ALGORITHM = "sha1"  # of the raw file bytes; also in manifest.attrs["checksum_algorithm"]
 MANIFEST_COLUMNS = ["path", "label", "class_name", "width", "height", "checksum"]

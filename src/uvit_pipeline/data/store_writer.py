@@ -1,5 +1,5 @@
 """The feature store's writer: streaming, resumable, one shard in memory, each shard committed
-atomically with its sha256, a `StagingLock` for its life (layout: feature_store.py)."""
+atomically with its sha256, a `StagingLock` for its life (format: store_format.py)."""
 
 from __future__ import annotations
 
@@ -12,24 +12,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from .._io import StagingLock, atomic_write, atomic_write_json
-from .feature_store import (
-    _PARTS,
-    _STATE_KEYS,
-    FORMAT_VERSION,
-    REPORT_COLUMNS,
-    RESERVED_KEYS,
-    FeatureStoreMismatch,
-    _diff,
-    _jsonable,
-    _normalise_fields,
-    _part_file,
-    _read_meta,
-    _save_npy,
-    _shard_file,
-    _sums_file,
-    content_id,
-    file_sha256,
-)
+from . import store_format as fmt
 
 log = logging.getLogger(__name__)
 
@@ -45,16 +28,16 @@ class FeatureStoreWriter:
     def __init__(self, root, meta: dict, fields: dict, shard_size: int = 1024):
         if shard_size < 1:
             raise ValueError(f"shard_size must be >= 1, got {shard_size}")
-        clash = sorted(set(meta) & set(RESERVED_KEYS))
+        clash = sorted(set(meta) & set(fmt.RESERVED_KEYS))
         if clash:
             raise ValueError(f"meta may not use reserved keys {clash}")
         self.root = Path(root)
         self.shard_size = int(shard_size)
-        self.fields = _normalise_fields(fields)
-        self._meta = _jsonable(
+        self.fields = fmt.normalise_fields(fields)
+        self._meta = fmt.jsonable(
             {
                 **meta,
-                "format_version": FORMAT_VERSION,
+                "format_version": fmt.FORMAT_VERSION,
                 "fields": self.fields,
                 "shard_size": self.shard_size,
             }
@@ -80,12 +63,14 @@ class FeatureStoreWriter:
     def _open(self) -> None:
         meta_path = self.root / "meta.json"
         if meta_path.is_file():
-            disk = _read_meta(self.root)
-            mismatch = _diff({k: v for k, v in disk.items() if k not in _STATE_KEYS}, self._meta)
-            extra = set(disk) - set(self._meta) - set(_STATE_KEYS)
+            disk = fmt.read_meta(self.root)
+            mismatch = fmt.diff(
+                {k: v for k, v in disk.items() if k not in fmt.STATE_KEYS}, self._meta
+            )
+            extra = set(disk) - set(self._meta) - set(fmt.STATE_KEYS)
             mismatch.update({k: (disk[k], "<missing>") for k in sorted(extra)})
             if mismatch:
-                raise FeatureStoreMismatch(
+                raise fmt.FeatureStoreMismatch(
                     self.root,
                     mismatch,
                     f"{self.root} holds an extraction (finished or interrupted) made with other "
@@ -95,8 +80,8 @@ class FeatureStoreWriter:
             self._complete = bool(disk.get("complete"))
         elif any(self.root.glob("shard-*.npy")):
             raise FileExistsError(f"{self.root} holds shards but no meta.json; refusing to mix")
-        (self.root / _PARTS).mkdir(parents=True, exist_ok=True)
-        for tmp in [*self.root.glob(".*.tmp"), *(self.root / _PARTS).glob(".*.tmp")]:
+        (self.root / fmt.PARTS).mkdir(parents=True, exist_ok=True)
+        for tmp in [*self.root.glob(".*.tmp"), *(self.root / fmt.PARTS).glob(".*.tmp")]:
             tmp.unlink(missing_ok=True)  # leftovers of a crash mid-write
         if self._complete:
             self._shard, self._done = int(disk["num_shards"]), int(disk["num_rows"])
@@ -105,14 +90,14 @@ class FeatureStoreWriter:
         # field file exist.
         self._shard, self._done = 0, 0
         while (
-            _part_file(self.root, self._shard).is_file()
-            and _sums_file(self.root, self._shard).is_file()
-            and all(_shard_file(self.root, self._shard, k).is_file() for k in self.fields)
+            fmt.part_file(self.root, self._shard).is_file()
+            and fmt.sums_file(self.root, self._shard).is_file()
+            and all(fmt.shard_file(self.root, self._shard, k).is_file() for k in self.fields)
         ):
-            sums = json.loads(_sums_file(self.root, self._shard).read_text(encoding="utf-8"))
+            sums = json.loads(fmt.sums_file(self.root, self._shard).read_text(encoding="utf-8"))
             self._checksums.update(sums["sha256"])
             self._skipped.extend(sums["skipped"])
-            n = pq.read_metadata(_part_file(self.root, self._shard)).num_rows
+            n = pq.read_metadata(fmt.part_file(self.root, self._shard)).num_rows
             self._done += n
             self._shard += 1
             if n < self.shard_size:  # short shard = final shard (written by close)
@@ -122,8 +107,8 @@ class FeatureStoreWriter:
             if int(stale.name.split(".")[0][len("shard-") :]) >= self._shard:
                 stale.unlink()
         for stale in [
-            *(self.root / _PARTS).glob("*.parquet"),
-            *(self.root / _PARTS).glob("*.json"),
+            *(self.root / fmt.PARTS).glob("*.parquet"),
+            *(self.root / fmt.PARTS).glob("*.json"),
         ]:
             if int(stale.stem) >= self._shard:
                 stale.unlink()
@@ -161,7 +146,7 @@ class FeatureStoreWriter:
         """
         values = [r[column] for r in self._skipped if column in r]
         if self._shard > 0:
-            part = pq.read_table(_part_file(self.root, self._shard - 1))
+            part = pq.read_table(fmt.part_file(self.root, self._shard - 1))
             if column in part.column_names:
                 values.extend(part.column(column).to_pylist())
         return max(values) if values else None
@@ -191,7 +176,7 @@ class FeatureStoreWriter:
         for r in records:
             if not {"path", "reason"} <= set(r):
                 raise ValueError(f"skip records need 'path' and 'reason', got {sorted(r)}")
-        self._pending_skips.extend(_jsonable(list(records)))
+        self._pending_skips.extend(fmt.jsonable(list(records)))
 
     def add(self, batch: dict, rows=None) -> None:
         """Append a batch: `batch[field]` arrays (B, *shape); `rows` = B manifest dicts/DataFrame."""
@@ -240,8 +225,8 @@ class FeatureStoreWriter:
             return
         sums = {}
         for k in self.fields:
-            path = _shard_file(self.root, self._shard, k)
-            sums[path.name] = _save_npy(path, self._buf[k][:n])
+            path = fmt.shard_file(self.root, self._shard, k)
+            sums[path.name] = fmt.save_npy(path, self._buf[k][:n])
         part = pd.DataFrame(self._rows)
         labels = self._buf["label"][:n]
         if "label" in part and not np.array_equal(part["label"].to_numpy(), labels):
@@ -253,9 +238,11 @@ class FeatureStoreWriter:
         part.insert(2, "offset", np.arange(n, dtype=np.int64))
         part.insert(3, "label", labels.astype(np.int64))
         atomic_write_json(
-            _sums_file(self.root, self._shard), {"sha256": sums, "skipped": self._pending_skips}
+            fmt.sums_file(self.root, self._shard), {"sha256": sums, "skipped": self._pending_skips}
         )
-        atomic_write(_part_file(self.root, self._shard), lambda f: part.to_parquet(f, index=False))
+        atomic_write(
+            fmt.part_file(self.root, self._shard), lambda f: part.to_parquet(f, index=False)
+        )
         self._checksums.update(sums)
         self._skipped.extend(self._pending_skips)
         self._pending_skips = []
@@ -277,31 +264,33 @@ class FeatureStoreWriter:
 
     def _close(self) -> None:
         self._flush()
-        parts = [pd.read_parquet(_part_file(self.root, s)) for s in range(self._shard)]
+        parts = [pd.read_parquet(fmt.part_file(self.root, s)) for s in range(self._shard)]
         if not parts:
             raise ValueError(f"feature store {self.root}: no rows were added")
         manifest = pd.concat(parts, ignore_index=True)
         atomic_write(self.root / "manifest.parquet", lambda f: manifest.to_parquet(f, index=False))
         skipped = self._skipped + self._pending_skips
         report = pd.DataFrame(
-            skipped, columns=sorted({*REPORT_COLUMNS, *(k for r in skipped for k in r)})
+            skipped, columns=sorted({*fmt.REPORT_COLUMNS, *(k for r in skipped for k in r)})
         )
         # path, reason first; the order must not depend on resumes (checksum files sort keys)
-        report = report[REPORT_COLUMNS + [c for c in report.columns if c not in REPORT_COLUMNS]]
+        report = report[
+            fmt.REPORT_COLUMNS + [c for c in report.columns if c not in fmt.REPORT_COLUMNS]
+        ]
         atomic_write(self.root / "report.parquet", lambda f: report.to_parquet(f, index=False))
-        manifest_sha = file_sha256(self.root / "manifest.parquet")
+        manifest_sha = fmt.file_sha256(self.root / "manifest.parquet")
         checksums = dict(sorted(self._checksums.items()))
         self._write_meta(
             complete=True,
             num_skipped=len(skipped),
             checksums=checksums,
             manifest_sha256=manifest_sha,
-            content_id=content_id(checksums, manifest_sha),
+            content_id=fmt.content_id(checksums, manifest_sha),
         )
         self._complete = True
         for s in range(self._shard):
-            _part_file(self.root, s).unlink(missing_ok=True)
-            _sums_file(self.root, s).unlink(missing_ok=True)
+            fmt.part_file(self.root, s).unlink(missing_ok=True)
+            fmt.sums_file(self.root, s).unlink(missing_ok=True)
         log.info(
             "feature store %s complete: %d rows in %d shards, %d inputs skipped",
             self.root,

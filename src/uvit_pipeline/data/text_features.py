@@ -29,7 +29,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .._io import StagingLock, atomic_write, atomic_write_json
-from .feature_store import FeatureStore, FeatureStoreIncomplete, FeatureStoreWriter
+from .feature_store import FeatureStore, FeatureStoreIncomplete
+from .store_writer import FeatureStoreWriter
 
 if TYPE_CHECKING:  # the reader must not need transformers
     from ..encoders.text import TextEncoder
@@ -138,6 +139,7 @@ def _caption_rows(sub: pd.DataFrame, offsets: np.ndarray, start: int) -> Iterato
 
 
 def _encode(encoder: TextEncoder, texts: list[str], max_length: int, batch_size: int) -> np.ndarray:
+    # transformers takes seconds to import: only text models need it
     from ..encoders.text import encode_prompts
 
     out = [
@@ -203,6 +205,7 @@ def extract_text_features(
     rows, in row order (default: manifest order); labels are positions in that list. Re-running resumes
     at the first missing shard; a store of other encoder weights or other captions is refused.
     """
+    # transformers takes seconds to import: only text models need it
     from ..encoders.text import text_encoder_identity
 
     if batch_size < 1:

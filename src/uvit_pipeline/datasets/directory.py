@@ -180,6 +180,7 @@ class PromptFileDataset(AbstractDataset[list, list]):
     def load(self) -> list[str] | None:
         if not self._filepath:
             return None
+        # encoders.text imports transformers (seconds): only a run given a prompt file pays it
         from uvit_pipeline.encoders.text import read_prompts
 
         try:

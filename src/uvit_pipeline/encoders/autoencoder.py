@@ -67,6 +67,7 @@ def load_autoencoder(
         raise FileNotFoundError(
             f"catalog entry `autoencoder`/`decoder`: directory {path} does not exist"
         )
+    # here, not at the top: sampling latents needs no diffusers, and it takes seconds to import
     from diffusers import AutoencoderKL
 
     kwargs = {"torch_dtype": dtype, "subfolder": subfolder, "cache_dir": cache_dir}
@@ -177,6 +178,7 @@ def tiny_autoencoder(seed: int = 0) -> AutoencoderKL:
 
     For offline demos and tests of the real loading/encoding/decoding code: its latents carry no learned
     structure. The logvar biases are spread per channel so the posterior std differs between channels."""
+    # here, not at the top: sampling latents needs no diffusers, and it takes seconds to import
     from diffusers import AutoencoderKL
 
     torch.manual_seed(seed)

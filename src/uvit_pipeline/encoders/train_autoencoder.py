@@ -1,4 +1,4 @@
-"""Train the demo's small KL autoencoder on the demo images (issue #11).
+"""Train the demo's small KL autoencoder on the demo images.
 
 The model is a diffusers `AutoencoderKL`, the class of the SD KL-f8 VAE (§4.5), saved with
 `save_pretrained` and read back through `load_autoencoder`, so the latent demo runs the real
@@ -6,7 +6,7 @@ encode -> moments -> sample -> decode path on latents that carry the images' sha
 Objective as the LDM first stage without its perceptual and adversarial terms: per-image summed
 reconstruction error + `kl_weight` x summed KL to N(0, I) (LDM's KL-f8 uses 1e-6), both divided by the
 number of pixels. A randomly initialised VAE decodes every latent to noise, so no latent model
-trained on its latents can show anything (issue #11).
+trained on its latents can show anything.
 """
 
 from __future__ import annotations

@@ -13,6 +13,8 @@ import numpy as np
 
 from uvit_pipeline._io import atomic_write_json
 
+from . import demo_classifier, fid
+
 METRIC_NAMES = {"inception_v3_fid": "fid", "demo_classifier": "demo_fd"}
 
 
@@ -29,20 +31,16 @@ def load_feature_network(path: str | Path, device: str = "cpu", batch_size: int 
     path = Path(path)
     info = json.loads((path / "network.json").read_text())
     if info["network"] == "demo_classifier":
-        from .demo_classifier import classifier_features, load_classifier
-
-        model = load_classifier(path / "classifier.safetensors")
+        model = demo_classifier.load_classifier(path / "classifier.safetensors")
 
         def features(images: np.ndarray) -> np.ndarray:
-            return classifier_features(model, images, batch_size=batch_size)
+            return demo_classifier.classifier_features(model, images, batch_size=batch_size)
 
         return info, features, model
-    from .fid import inception_activations, load_inception
-
-    model = load_inception(info.get("weights"), device=device)
+    model = fid.load_inception(info.get("weights"), device=device)
 
     def features(images: np.ndarray) -> np.ndarray:
-        return inception_activations(images, model, batch_size=batch_size, device=device)
+        return fid.inception_activations(images, model, batch_size=batch_size, device=device)
 
     return info, features, None
 

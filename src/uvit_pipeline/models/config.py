@@ -16,11 +16,24 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-from .attention import check_backend
+from ..fields import Check, boolean, check_fields, integer, number, optional, setting
+from .attention import ATTENTION_BACKENDS, check_backend
 
 # Every official config states these five (§3.1); an experiment must too, since the defaults below are
 # the original's ViT-B/16-on-224-px values, not a sensible diffusion backbone.
 GEOMETRY_KEYS = ("img_size", "patch_size", "embed_dim", "depth", "num_heads")
+
+
+class _Backend(Check):
+    def __call__(self, name, value):
+        try:
+            check_backend(value)
+        except ValueError as e:
+            raise ValueError(f"{name}: {e}") from None
+
+
+_BACKEND = _Backend(lambda: f"one of {list(ATTENTION_BACKENDS)}", lambda v: v in ATTENTION_BACKENDS)
+_QK_SCALE = Check("None or > 0", lambda v: v is None or number(0, low_open=True).ok(v))
 
 
 @dataclass(frozen=True)
@@ -32,24 +45,32 @@ class UViTConfig:
     ours and do not change the weights.
     """
 
-    img_size: int = 224
-    patch_size: int = 16
-    in_chans: int = 3
-    embed_dim: int = 768
-    depth: int = 12
-    num_heads: int = 12
-    mlp_ratio: float = 4.0
-    qkv_bias: bool = False
-    qk_scale: float | None = None
-    mlp_time_embed: bool = False
-    num_classes: int = -1
-    use_checkpoint: bool = False
-    conv: bool = True
-    skip: bool = True
-    clip_dim: int | None = None
-    num_clip_token: int | None = None
-    attention: str = "sdpa"
-    checkpoint_every: int = 1
+    img_size: int = setting(224, integer(1), "input side in pixels (latent models: latent side)")
+    patch_size: int = setting(16, integer(1), "patch side; divides img_size (§1.1)")
+    in_chans: int = setting(3, integer(1), "input channels: 3 for pixels, 4 for SD latents")
+    embed_dim: int = setting(768, integer(1), "token width")
+    depth: int = setting(12, integer(0), "transformer blocks: in-blocks + mid-block + out-blocks")
+    num_heads: int = setting(12, integer(1), "attention heads; divides embed_dim (§1.3)")
+    mlp_ratio: float = setting(4.0, number(0, low_open=True), "MLP hidden width / embed_dim")
+    qkv_bias: bool = setting(False, boolean, "bias in the qkv projection")
+    qk_scale: float | None = setting(None, _QK_SCALE, "attention scale; null = head_dim ** -0.5")
+    mlp_time_embed: bool = setting(False, boolean, "an MLP on the time embedding (§1.2)")
+    num_classes: int = setting(
+        -1,
+        Check("an integer (-1 = no classes)", integer().ok),
+        "label embeddings; -1 = unconditional, K + 1 with a null class for guidance (§1.1)",
+    )
+    use_checkpoint: bool = setting(False, boolean, "gradient checkpointing (training option)")
+    conv: bool = setting(True, boolean, "the final 3x3 conv after unpatchify (§1.4)")
+    skip: bool = setting(True, boolean, "long skip connections (§1.3)")
+    clip_dim: int | None = setting(
+        None, optional(integer(1)), "text models: width of the text features (with num_clip_token)"
+    )
+    num_clip_token: int | None = setting(
+        None, optional(integer(1)), "text models: tokens per caption (with clip_dim)"
+    )
+    attention: str = setting("sdpa", _BACKEND, "attention kernel (training option)")
+    checkpoint_every: int = setting(1, integer(1), "checkpoint every n-th block (training option)")
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
@@ -69,12 +90,8 @@ class UViTConfig:
 
     def validate(self, prefix: str = "model.") -> UViTConfig:
         """Raise `ValueError` naming the first bad argument as `{prefix}{name}`; returns self."""
+        check_fields(self, prefix)
         n = {f: f"{prefix}{f}" for f in self.field_names()}
-        for key in ("img_size", "patch_size", "in_chans", "embed_dim", "num_heads"):
-            _pos_int(n[key], getattr(self, key))
-        _pos_int(n["checkpoint_every"], self.checkpoint_every)
-        if not _is_int(self.depth) or self.depth < 0:
-            raise ValueError(f"{n['depth']} must be a non-negative integer, got {self.depth!r}")
         if self.img_size % self.patch_size:
             raise ValueError(
                 f"{n['patch_size']} ({self.patch_size}) must divide {n['img_size']} "
@@ -85,48 +102,17 @@ class UViTConfig:
                 f"{n['num_heads']} ({self.num_heads}) must divide {n['embed_dim']} "
                 f"({self.embed_dim}) (§1.3)"
             )
-        if not _is_real(self.mlp_ratio) or not self.mlp_ratio > 0:
-            raise ValueError(f"{n['mlp_ratio']} must be a number > 0, got {self.mlp_ratio!r}")
-        if self.qk_scale is not None and not (_is_real(self.qk_scale) and self.qk_scale > 0):
-            raise ValueError(f"{n['qk_scale']} must be None or > 0, got {self.qk_scale!r}")
-        for key in ("qkv_bias", "mlp_time_embed", "use_checkpoint", "conv", "skip"):
-            if not isinstance(getattr(self, key), bool):
-                raise ValueError(f"{n[key]} must be true or false, got {getattr(self, key)!r}")
-        if not _is_int(self.num_classes):
-            raise ValueError(
-                f"{n['num_classes']} must be an integer (-1 = no classes), got {self.num_classes!r}"
-            )
         if (self.clip_dim is None) != (self.num_clip_token is None):
             raise ValueError(
                 f"{n['clip_dim']} and {n['num_clip_token']} must be given together (text model), "
                 f"got {self.clip_dim!r} and {self.num_clip_token!r}"
             )
-        if self.clip_dim is not None:
-            _pos_int(n["clip_dim"], self.clip_dim)
-            _pos_int(n["num_clip_token"], self.num_clip_token)
-            if self.num_classes > 0:
-                raise ValueError(
-                    f"{n['num_classes']} > 0 cannot be combined with {n['clip_dim']} (a model is "
-                    "class- or text-conditional, §1.2)"
-                )
-        try:
-            check_backend(self.attention)
-        except ValueError as e:
-            raise ValueError(f"{n['attention']}: {e}") from None
+        if self.clip_dim is not None and self.num_classes > 0:
+            raise ValueError(
+                f"{n['num_classes']} > 0 cannot be combined with {n['clip_dim']} (a model is "
+                "class- or text-conditional, §1.2)"
+            )
         return self
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_real(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _pos_int(name: str, v) -> None:
-    if not _is_int(v) or v <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {v!r}")
 
 
 # ---- official configuration values (§3, §9.1) -------------------------------------------------------

@@ -26,8 +26,9 @@ PRESETS: dict[str, dict] = {
     "U-ViT-L/4": _backbone(4, 1024, 20, 16),
     "U-ViT-H/2": _backbone(2, 1152, 28, 16, conv=False),
     "U-ViT-H/4": _backbone(4, 1152, 28, 16, conv=False),
-    # Not from the paper: a CPU-sized backbone for the 32x32 demo pipeline (5 blocks, 64 tokens),
-    # sized by measurement so that the demo trains for a few thousand steps in minutes on 2 cores.
+    # Not from the paper: a CPU-sized backbone for the demo environments (5 blocks of width 64; the
+    # demo runs it on 4x4 latents with patch_size 1, 16 tokens), sized by measurement so that the
+    # demo trains for a few thousand steps in minutes on 2 cores.
     "U-ViT-demo": _backbone(4, 64, 4, 2),
 }
 

@@ -18,9 +18,11 @@ from .generate import (
     quantize,
 )
 from .grid import image_grid, labelled_grid, sample_grid
+from .spec import SamplingSpec
 
 __all__ = [
     "SamplerSetup",
+    "SamplingSpec",
     "TextConditions",
     "build_sampler",
     "collect",

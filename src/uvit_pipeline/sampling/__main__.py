@@ -1,26 +1,27 @@
-"""`accelerate launch` entry point of chunked sampling: `python -m uvit_pipeline.sampling --spec spec.json`."""
+"""`accelerate launch` entry point of chunked sampling:
+`python -m uvit_pipeline.sampling --spec spec.json --out DIR`."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
+
+from accelerate import Accelerator
 
 from .generate import generate_to_dir
+from .spec import SamplingSpec
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m uvit_pipeline.sampling", description=__doc__)
-    parser.add_argument("--spec", required=True, help="sampling spec JSON (see generate_to_dir)")
+    parser.add_argument("--spec", required=True, help="SamplingSpec JSON (SamplingSpec.to_json)")
+    parser.add_argument("--out", required=True, help="folder the sample chunks are written into")
     args = parser.parse_args(argv)
-    spec = json.loads(Path(args.spec).read_text(encoding="utf-8"))
-    from accelerate import Accelerator
-
-    accelerator = Accelerator(cpu=spec.get("device", "cpu") == "cpu")
-    spec["device"] = str(accelerator.device)
+    spec = SamplingSpec.from_json(args.spec)
+    accelerator = Accelerator(cpu=spec.device == "cpu")
     generate_to_dir(
-        spec,
+        spec.replace(device=str(accelerator.device)),
+        args.out,
         accelerator.process_index,
         accelerator.num_processes,
         progress=accelerator.is_main_process,

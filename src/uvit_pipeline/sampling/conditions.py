@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from ..data.text_features import TextFeatures
+from .spec import SamplingSpec
 
 # Encoder-identity keys that must agree between a checkpoint and the contexts it is sampled with
 # (the name may differ: a hub id and a local copy of the same weights).
@@ -111,6 +112,7 @@ def store_prompt_conditions(
 
 def encode_prompt_conditions(encoder, prompts: list[str], max_length: int = 77) -> TextConditions:
     """User prompts encoded on the fly (an `encoders.TextEncoder`); the null context is the encoded ""."""
+    # transformers takes seconds to import: only text models need it
     from ..encoders.text import encode_prompts
 
     contexts = encode_prompts(encoder, list(prompts), max_length=max_length)
@@ -135,16 +137,16 @@ def check_text_identity(recorded: dict | None, actual: dict, what: str) -> None:
         )
 
 
-def chunk_labels(spec: dict, k: int, size: int) -> torch.Tensor | None:
+def chunk_labels(spec: SamplingSpec, k: int, size: int) -> torch.Tensor | None:
     """Labels of chunk k, seeded by (seed, k); None for unconditional models. y ~ Uniform{0..K-1}
     (ImageNet 256/512), or ~ `label_probs` (ImageNet 64 draws from the training set's class frequencies, §3.3)."""
-    if not spec.get("num_real_classes"):
+    if not spec.num_real_classes:
         return None
-    if spec.get("labels") is not None:  # explicit labels, e.g. one row per class for a grid
-        lo = k * int(spec["batch_size"])
-        return torch.tensor(spec["labels"][lo : lo + size], dtype=torch.long)
-    gen = torch.Generator().manual_seed(spec["seed"] * 1_000_003 + 2 * k + 1)
-    if spec.get("label_probs") is not None:
-        probs = torch.tensor(spec["label_probs"], dtype=torch.float64)
+    if spec.labels is not None:  # explicit labels, e.g. one row per class for a grid
+        lo = k * int(spec.batch_size)
+        return torch.tensor(spec.labels[lo : lo + size], dtype=torch.long)
+    gen = torch.Generator().manual_seed(spec.seed * 1_000_003 + 2 * k + 1)
+    if spec.label_probs is not None:
+        probs = torch.tensor(spec.label_probs, dtype=torch.float64)
         return torch.multinomial(probs, size, replacement=True, generator=gen)
-    return torch.randint(0, spec["num_real_classes"], (size,), generator=gen)
+    return torch.randint(0, spec.num_real_classes, (size,), generator=gen)

@@ -5,8 +5,8 @@ caller. Evaluation samples are produced in fixed chunks; chunk k has its own see
 noise and class labels, and text contexts drawn from a text store depend only on (seed, sample index), so
 the images do not depend on how many processes share the work. Each chunk is written
 atomically to `chunk-<k>.npz` so an interrupted 50K-sample run resumes with the chunks that are missing.
-`python -m uvit_pipeline.sampling --spec spec.json` is the `accelerate launch` entry point: rank r makes
-chunks k ≡ r (mod world size).
+`python -m uvit_pipeline.sampling --spec spec.json --out DIR` is the `accelerate launch` entry point:
+rank r makes chunks k ≡ r (mod world size).
 """
 
 from __future__ import annotations
@@ -22,7 +22,15 @@ import torch
 from tqdm.auto import tqdm
 
 from uvit_pipeline._io import atomic_write
+from uvit_pipeline.data.text_features import TextFeatures
 from uvit_pipeline.diffusion import get_schedule, make_eps_fn, sample
+from uvit_pipeline.diffusion.schedules import NoiseSchedule
+from uvit_pipeline.encoders.autoencoder import decode_latents, load_autoencoder_spec
+from uvit_pipeline.models.checkpoint import (
+    CheckpointInfo,
+    load_uvit_from_checkpoint,
+    read_checkpoint_info,
+)
 
 from .conditions import (
     TextConditions,
@@ -30,6 +38,7 @@ from .conditions import (
     chunk_labels,
     conditions_from_text_store,
 )
+from .spec import SamplingSpec
 
 __all__ = [
     "SamplerSetup",
@@ -115,20 +124,20 @@ class SamplerSetup:
     """A loaded checkpoint ready to sample: network, schedule, latent decoder (or None), x_T shape."""
 
     nnet: torch.nn.Module
-    schedule: object
+    schedule: NoiseSchedule
     decode: Callable[[torch.Tensor], torch.Tensor] | None
     sample_shape: tuple[int, int, int]
-    config: dict  # the checkpoint's resolved training config
+    info: CheckpointInfo  # the checkpoint's typed config
     device: torch.device
 
     @property
     def is_text(self) -> bool:
-        return self.config["model_kwargs"].get("clip_dim") is not None
+        return self.info.is_text
 
     @property
     def text_encoder(self) -> dict | None:
         """Identity of the text encoder the model was trained with (None if not recorded)."""
-        return self.config.get("text_encoder")
+        return self.info.text_encoder
 
     def generate(self, **kwargs) -> np.ndarray:
         """`generate_samples` with this setup's network, schedule, shape, decoder and device."""
@@ -143,49 +152,27 @@ class SamplerSetup:
         )
 
 
-def build_sampler(
-    spec_or_checkpoint: dict | str | os.PathLike,
-    *,
-    which: str = "ema",
-    device: str | torch.device = "cpu",
-    autoencoder: str | None = None,
-    scale_factor: float | None = None,
-    decode_batch_size: int = 50,
-    decode_latents: bool = True,
-) -> SamplerSetup:
-    """Load a checkpoint for sampling. A sampling spec dict supplies checkpoint, which, device,
-    autoencoder, scale_factor, decode_batch_size and decode_latents itself (keywords are then
-    ignored). ``decode_latents=False`` returns a latent model's samples undecoded (throughput checks
-    on machines without diffusers).
+def build_sampler(spec: SamplingSpec) -> SamplerSetup:
+    """Load ``spec.checkpoint`` (``spec.which`` weights) on ``spec.device`` for sampling, with the
+    decoder of a latent model (``spec.autoencoder``; ``spec.decode_latents=False`` returns latents
+    undecoded, for throughput checks on machines without diffusers).
 
     The latent scale factor is the checkpoint's (`data.scale_factor`, 0.23010 for COCO); a different
-    explicit value is refused (the original t2i sampling script's 0.18215 bug, §7.3).
+    explicit ``spec.scale_factor`` is refused (the original t2i sampling script's 0.18215 bug, §7.3).
     """
-    from uvit_pipeline.training.checkpoint import load_checkpoint_dir, load_uvit_from_checkpoint
-
-    if isinstance(spec_or_checkpoint, dict):
-        spec = spec_or_checkpoint
-        checkpoint, which = spec["checkpoint"], spec.get("which", "ema")
-        device, autoencoder = spec.get("device", "cpu"), spec.get("autoencoder")
-        scale_factor = spec.get("scale_factor")
-        decode_batch_size = int(spec.get("decode_batch_size", 50))
-        decode_latents = bool(spec.get("decode_latents", True))
-    else:
-        checkpoint = spec_or_checkpoint
-    device = torch.device(device)
-    config, _, _ = load_checkpoint_dir(checkpoint)
-    nnet = load_uvit_from_checkpoint(checkpoint, which=which).to(device)
-    mk = config["model_kwargs"]
-    data = config.get("data") or {}
+    checkpoint, autoencoder, scale_factor = spec.checkpoint, spec.autoencoder, spec.scale_factor
+    device = torch.device(spec.device)
+    info = read_checkpoint_info(checkpoint)
+    nnet = load_uvit_from_checkpoint(checkpoint, which=spec.which).to(device)
     decode = None
-    if data.get("kind") == "latent_moments" and decode_latents:
+    if info.is_latent and spec.decode_latents:
         if not autoencoder:
             raise ValueError(
                 f"checkpoint {checkpoint} samples latents: name the autoencoder that decodes "
                 "them (the catalog entry `decoder`, or `autoencoder` when no separate decoder "
                 "is set)"
             )
-        trained = data.get("scale_factor")
+        trained = info.scale_factor
         if scale_factor is None:
             scale_factor = trained
         elif trained is not None and not math.isclose(scale_factor, trained, rel_tol=1e-6):
@@ -195,20 +182,18 @@ def build_sampler(
             )
         if scale_factor is None:
             raise ValueError(f"checkpoint {checkpoint} records no data.scale_factor; pass one")
-        decode = _latent_decoder(autoencoder, float(scale_factor), decode_batch_size, device)
+        decode = _latent_decoder(autoencoder, float(scale_factor), spec.decode_batch_size, device)
     return SamplerSetup(
         nnet=nnet,
-        schedule=get_schedule(config["schedule"]),
+        schedule=get_schedule(info.schedule),
         decode=decode,
-        sample_shape=(mk["in_chans"], mk["img_size"], mk["img_size"]),
-        config=config,
+        sample_shape=info.sample_shape,
+        info=info,
         device=device,
     )
 
 
 def _latent_decoder(autoencoder: str, scale_factor: float, chunk: int, device: torch.device):
-    from uvit_pipeline.encoders.autoencoder import decode_latents, load_autoencoder_spec
-
     vae = load_autoencoder_spec(autoencoder, device)
     autocast = torch.float16 if device.type == "cuda" else None  # §4.4: decode under fp16 autocast
 
@@ -221,37 +206,40 @@ def _latent_decoder(autoencoder: str, scale_factor: float, chunk: int, device: t
 # --- chunked generation (in-process or under accelerate) ------------------------------------------
 
 
-def _text_source(spec: dict, setup: SamplerSetup):
+def _text_source(spec: SamplingSpec, setup: SamplerSetup) -> TextFeatures:
     """The text store evaluation contexts are drawn from, checked against the checkpoint."""
-    from uvit_pipeline.data.text_features import TextFeatures
-
-    if not spec.get("text_features"):
+    if not spec.text_features:
         raise ValueError(
-            f"checkpoint {spec['checkpoint']} is a text-to-image model: the sampling spec needs "
+            f"checkpoint {spec.checkpoint} is a text-to-image model: the sampling spec needs "
             "'text_features' (the text-context store whose val captions condition the samples)"
         )
-    text = TextFeatures(spec["text_features"])
-    mk = setup.config["model_kwargs"]
-    if text.context_shape != (mk["num_clip_token"], mk["clip_dim"]):
+    text = TextFeatures(spec.text_features)
+    if text.context_shape != setup.info.context_shape:
         raise ValueError(
             f"text store {text.root} gives contexts {text.context_shape}, the model takes "
-            f"(num_clip_token, clip_dim) = {(mk['num_clip_token'], mk['clip_dim'])}"
+            f"(num_clip_token, clip_dim) = {setup.info.context_shape}"
         )
     check_text_identity(setup.text_encoder, text.identity, f"text store {text.root} contexts")
     return text
 
 
-def generate_to_dir(spec: dict, rank: int = 0, world_size: int = 1, progress: bool = True) -> Path:
-    """Write this rank's missing chunks of ``spec["n_samples"]`` samples into ``spec["out_dir"]``.
+def generate_to_dir(
+    spec: SamplingSpec,
+    out_dir: str | os.PathLike,
+    rank: int = 0,
+    world_size: int = 1,
+    progress: bool = True,
+) -> Path:
+    """Write this rank's missing chunks of ``spec.n_samples`` samples into ``out_dir``.
 
-    ``spec``: checkpoint, which ("ema"|"raw"), n_samples, batch_size, sampler, steps, cfg_scale,
-    clip_x0, seed, num_real_classes, null_label, autoencoder (or None), scale_factor,
-    decode_batch_size, decode_latents (default true), device; text models also text_features (text-store path) and text_split (default "val"). A chunk holds
-    images, labels and, for text models, the caption_rows / image_rows that conditioned them.
+    A chunk holds images, labels and, for text models, the caption_rows / image_rows that
+    conditioned them.
     """
-    out = Path(spec["out_dir"])
+    if spec.sampler is None or spec.steps is None:
+        raise ValueError("the sampling spec names no sampler or no number of steps")
+    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    n, bs = int(spec["n_samples"]), int(spec["batch_size"])
+    n, bs = int(spec.n_samples), int(spec.batch_size)
     todo = [
         k for k in range(rank, -(-n // bs), world_size) if not (out / f"chunk-{k:06d}.npz").exists()
     ]
@@ -262,21 +250,21 @@ def generate_to_dir(spec: dict, rank: int = 0, world_size: int = 1, progress: bo
     for k in tqdm(todo, desc=f"sampling (rank {rank})", unit="chunk", disable=not progress):
         size = min(bs, n - k * bs)
         extra: dict[str, np.ndarray] = {}
-        cond: dict = {"labels": chunk_labels(spec, k, size), "null_label": spec.get("null_label")}
+        cond: dict = {"labels": chunk_labels(spec, k, size), "null_label": spec.null_label}
         if text is not None:  # a random val image's random caption per sample (§3.3, §7.3)
             tc: TextConditions = conditions_from_text_store(
-                text, size, spec["seed"], start=k * bs, split=spec.get("text_split", "val")
+                text, size, spec.seed, start=k * bs, split=spec.text_split
             )
             cond = {"contexts": tc.contexts, "null_context": tc.null_context}
             extra = {"caption_rows": tc.caption_rows, "image_rows": tc.image_rows}
         images = setup.generate(
             n=size,
             batch_size=size,
-            sampler=spec["sampler"],
-            steps=int(spec["steps"]),
-            cfg_scale=float(spec["cfg_scale"]),
-            clip_x0=bool(spec["clip_x0"]),
-            seed=spec["seed"] * 1_000_003 + 2 * k,
+            sampler=spec.sampler,
+            steps=int(spec.steps),
+            cfg_scale=float(spec.cfg_scale),
+            clip_x0=bool(spec.clip_x0),
+            seed=spec.seed * 1_000_003 + 2 * k,
             progress=False,
             **cond,
         )

@@ -9,6 +9,8 @@ import os
 import sys
 from pathlib import Path
 
+import torch.distributed as dist
+
 from .config import TrainConfig
 from .loop import train
 
@@ -30,8 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     if not path.is_file():
         parser.error(f"--config {path} does not exist")
     config = TrainConfig.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    config.validate(num_processes=int(os.environ.get("WORLD_SIZE", "1")))
-    final = train(config)
+    final = train(config)  # validates first, against the processes it runs on
     logging.getLogger(__name__).info("Final checkpoint: %s", final)
     _shutdown_process_group()
     return 0
@@ -39,8 +40,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _shutdown_process_group() -> None:
     # Instead of Accelerator.end_training(), which would also end the parent's MLflow run.
-    import torch.distributed as dist
-
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 

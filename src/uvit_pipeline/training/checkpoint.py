@@ -6,7 +6,7 @@ Training state: `<run_dir>/ckpts/<step>.ckpt/` with `nnet.safetensors`, `nnet_em
 leaves only a `.tmp` directory that resume ignores. `state.json`, written last, records the sha256
 of every other file; resume verifies them and falls back to the newest intact state.
 Final export: `<run_dir>/final/` with `nnet_ema.safetensors`, `nnet.safetensors`, `config.json`,
-`summary.json`, written the same way.
+`summary.json`, written the same way; readers load it with `models.checkpoint` (re-exported here).
 """
 
 from __future__ import annotations
@@ -25,7 +25,20 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .._io import atomic_write_json, replace_dir
-from ..models import UViT
+from ..models.checkpoint import load_checkpoint_dir, load_uvit_from_checkpoint
+
+__all__ = [
+    "CorruptCheckpoint",
+    "export_final",
+    "find_latest_checkpoint",
+    "list_checkpoints",
+    "load_checkpoint_dir",
+    "load_latest_training_state",
+    "load_training_state",
+    "load_uvit_from_checkpoint",
+    "save_training_state",
+    "write_json",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -209,45 +222,3 @@ def export_final(
     write_json(tmp / "summary.json", summary)
     _commit_dir(tmp, final)
     return final
-
-
-def load_checkpoint_dir(path: str | os.PathLike) -> tuple[dict, dict, dict | None]:
-    """(config dict, EMA state_dict, raw state_dict) of a final export or a `<step>.ckpt` dir.
-
-    The raw state_dict is None when the directory holds EMA weights only (an imported official
-    checkpoint: the released `.pth` files are the EMA networks, §3.3).
-    """
-    p = Path(path)
-    if not p.is_dir():
-        raise FileNotFoundError(f"checkpoint directory {p} does not exist")
-    if (p / "config.json").is_file():
-        config = json.loads((p / "config.json").read_text(encoding="utf-8"))
-    elif (p / "state.json").is_file():
-        config = json.loads((p / "state.json").read_text(encoding="utf-8")).get("config", {})
-    else:
-        raise FileNotFoundError(f"{p} has neither config.json nor state.json")
-    if not (p / "nnet_ema.safetensors").is_file():
-        raise FileNotFoundError(f"checkpoint directory {p} lacks nnet_ema.safetensors")
-    raw_file = p / "nnet.safetensors"
-    raw = load_file(raw_file) if raw_file.is_file() else None
-    return config, load_file(p / "nnet_ema.safetensors"), raw
-
-
-def load_uvit_from_checkpoint(path: str | os.PathLike, which: str = "ema") -> UViT:
-    """Rebuild the UViT recorded in a checkpoint dir and load `which` ("ema" | "raw") strictly."""
-    if which not in ("ema", "raw"):
-        raise ValueError(f"which must be 'ema' or 'raw', got {which!r}")
-    config, ema_state, raw_state = load_checkpoint_dir(path)
-    kwargs = config.get("model_kwargs")
-    if not isinstance(kwargs, dict):
-        raise ValueError(f"{Path(path) / 'config.json'} has no 'model_kwargs' mapping")
-    if which == "raw" and raw_state is None:
-        raise ValueError(
-            f"checkpoint directory {path} holds EMA weights only (no nnet.safetensors, e.g. an "
-            "imported official checkpoint): load it with which='ema' (parameter "
-            "evaluation.use_ema or generate.use_ema: true)"
-        )
-    # Gradient checkpointing only matters for training; weights are identical either way.
-    model = UViT(**{**kwargs, "use_checkpoint": False})
-    model.load_state_dict(ema_state if which == "ema" else raw_state, strict=True)
-    return model.eval()

@@ -17,16 +17,17 @@ logger = logging.getLogger(__name__)
 def launch_training(
     config: TrainConfig, spec: LaunchSpec, log_path: str | os.PathLike | None = None
 ) -> Path:
-    """Validate, write `run_dir/train_config.json`, run the child to completion, return `run_dir/final`.
+    """Write `run_dir/train_config.json`, run the child to completion, return `run_dir/final`.
 
-    `spec.mixed_precision` and `spec.cpu` are taken from the config, so flags and Accelerator agree.
+    The child validates the config before any compute (`loop.train`); the Kedro pipeline has
+    validated the parameters before any node ran. `spec.mixed_precision` and `spec.cpu` are taken
+    from the config, so flags and Accelerator agree.
     The child inherits the environment (e.g. MLFLOW_RUN_ID set by the Kedro hook). Raises
     RuntimeError with the log tail when the child fails.
     """
     spec = LaunchSpec(
         **{**spec.__dict__, "mixed_precision": config.mixed_precision, "cpu": config.cpu}
     )
-    config.validate(num_processes=spec.num_processes)
     run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     config_path = atomic_write_json(run_dir / "train_config.json", config.to_dict())

@@ -1,77 +1,176 @@
 """Typed, validated training configuration (docs/reference.md §3.2, §4.4).
 
-Everything the launched child process needs travels in one JSON file written from `TrainConfig.to_dict()`.
-`validate()` runs before any compute and raises `ValueError` naming the dotted parameter
-(`model.*` for the network, `training.*` for everything else).
+Each field is declared once with its check and help text (`fields.setting`): the `training` and
+`model` parameter sections, their validation and docs/parameters.md are derived from `TrainConfig`,
+`DataConfig` and `UViTConfig`. The field defaults are conf/base's values (tests/training/
+test_config.py keeps them equal); the paper experiments' values are conf/base plus an environment.
+Everything the launched child process needs travels in one JSON file written from
+`TrainConfig.to_dict()`. `validate()` raises `ValueError` naming the dotted parameter (`model.*`
+for the network, `training.*` for everything else).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ..data.torch_datasets import FEATURE_KINDS
 from ..diffusion.schedules import SCHEDULES
+from ..fields import (
+    Check,
+    boolean,
+    check_fields,
+    derived,
+    integer,
+    mapping,
+    number,
+    one_of,
+    optional,
+    pair,
+    parameters,
+    setting,
+)
 from ..models import UViTConfig, resolve_kwargs
 from ..models.attention import ATTENTION_BACKENDS
+from ..models.checkpoint import label_roles
 from ..models.config import GEOMETRY_KEYS
-from ..models.presets import preset_kwargs
+from ..models.presets import OFFICIAL_CONFIGS, PRESETS, preset_kwargs
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
-# Kwargs the loop sets from training options; they are not `model.*` parameters.
+# UViT arguments the loop sets from training options; they are not `model.*` parameters.
 _LOOP_MODEL_KEYS = ("use_checkpoint", "attention", "checkpoint_every")
+
+
+class _Precision(Check):
+    """no | fp16 | bf16; YAML and `--params` read the documented `no` as false, which means "no"."""
+
+    def __init__(self):
+        super().__init__(
+            f"one of {list(MIXED_PRECISION)}", lambda v: v is False or v in MIXED_PRECISION
+        )
+
+    def __call__(self, name, value):
+        if value is True:  # an unquoted yes/on/true names no precision
+            raise ValueError(
+                f"{name} must be {self.what}, got True (YAML reads an unquoted yes/true/on as a "
+                "boolean: write fp16 or bf16)"
+            )
+        super().__call__(name, value)
+
+
+positive = number(0, low_open=True)
+path = Check("a non-empty path", lambda v: isinstance(v, str) and bool(v))
 
 
 @dataclass
 class DataConfig:
-    """Where the training features live and how they are turned into network inputs."""
+    """Where the training features live and how they become network inputs. `random_flip` and
+    `num_workers` are parameters (`training.data.*`); the training pipeline fills in the rest from
+    the feature stores and the `features` section."""
 
-    path: str = ""
-    kind: str = "pixels"  # "pixels" (uint8 x) or "latent_moments" (fp16 moments, §4.5)
-    random_flip: bool = True
-    expected_meta: dict = field(default_factory=dict)  # checked with FeatureStore.verify_meta
-    scale_factor: float = 0.18215  # latent stores only (§4.5; 0.23010 for MS-COCO)
-    num_workers: int = 0
+    path: str = derived("", path, "feature store directory (`data.FeatureStore`)")
+    kind: str = derived(
+        "pixels",
+        one_of(FEATURE_KINDS),
+        "pixels (uint8 x) or latent_moments (fp16 moments, §4.5); must equal the store's meta.kind",
+    )
+    random_flip: bool = setting(
+        True,
+        boolean,
+        "random horizontal flips at training time (pixel stores), or a random one of the stored "
+        "image / mirror-image moments (latent stores), with p = 0.5 (§7.2)",
+    )
+    expected_meta: dict = derived(
+        {}, mapping, "checked against the store (FeatureStore.verify_meta)"
+    )
+    scale_factor: float = derived(0.18215, positive, "latent scale (§4.5; 0.23010 for MS-COCO)")
+    num_workers: int = setting(8, integer(0), "DataLoader worker processes per training process")
     # Text-to-image only: the text-context store of the same images (§7.3) and, optionally, the
     # encoder identity (keys of its meta "encoder", e.g. name/sha256) it must have been made with.
-    text_path: str = ""
-    expected_text_encoder: dict = field(default_factory=dict)
+    text_path: str = derived(
+        "", Check("a path string", lambda v: isinstance(v, str)), "text-context store (§7.3)"
+    )
+    expected_text_encoder: dict = derived({}, mapping, "identity the text store must carry")
     # FeatureStore.content_id the run expects ("" = any); states record the store's and a run
     # never resumes a state trained on other content.
-    content_id: str = ""
+    content_id: str = derived(
+        "",
+        Check("a string (a store's content_id)", lambda v: isinstance(v, str)),
+        "the store's content_id",
+    )
 
 
 @dataclass
 class TrainConfig:
-    """All knobs of one training run; defaults follow the official configs (§3.2, §4.4)."""
+    """All knobs of one training run (§3.2, §4.4). `model` is the `model` parameter section;
+    `data`, `run_dir` and `cpu` are filled in by the training pipeline."""
 
-    model: dict = field(default_factory=lambda: {"preset": "U-ViT-demo"})
-    schedule: str = "vp_continuous"
-    data: DataConfig = field(default_factory=DataConfig)
-    batch_size: int = 128  # GLOBAL batch, split evenly over processes
-    lr: float = 2e-4
-    betas: tuple[float, float] = (0.99, 0.999)
-    weight_decay: float = 0.03  # on ALL parameters (§4.4)
-    eps: float = 1e-8
-    warmup_steps: int = 2500
-    n_steps: int = 500_000
-    ema_rate: float = 0.9999
-    p_uncond: float = 0.0  # CFG label dropping (0.1 / 0.15 for latent ImageNet, §3.2)
-    mixed_precision: str = "no"
-    gradient_checkpointing: bool = False
-    checkpoint_every: int = 1
-    compile: bool = False
-    fused_adamw: bool = False
-    attention: str = "sdpa"
-    log_interval: int = 10
-    save_interval: int = 50_000
-    keep_last: int = 2
-    seed: int = 1234
-    run_dir: str = ""
-    resume: bool = True
-    cpu: bool = False
-    peak_tflops: float | None = None  # per-device peak for MFU; None = look up the GPU name
+    model: dict = derived({"preset": None}, None, "the `model` section (checked by validate)")
+    schedule: str = setting(
+        "vp_continuous",
+        one_of(SCHEDULES),
+        "noise schedule: vp_continuous (§4.1, the network sees 999·t) or discrete (Stable "
+        "Diffusion betas, §4.2, the network sees n)",
+    )
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    batch_size: int = setting(
+        1024, integer(1), "global batch, split evenly over launcher.num_processes"
+    )
+    lr: float = setting(0.0002, positive, "AdamW learning rate after warmup")
+    betas: tuple[float, float] = setting(
+        (0.99, 0.99), pair(number(0, 1), "two numbers in [0, 1)"), "AdamW [beta1, beta2]"
+    )
+    weight_decay: float = setting(0.03, number(0), "AdamW weight decay, on all parameters (§4.4)")
+    eps: float = setting(1e-8, positive, "AdamW epsilon")
+    warmup_steps: int = setting(
+        5000, integer(0), "linear warmup from lr 0, then constant (§4.4); 0 = none"
+    )
+    n_steps: int = setting(
+        500_000,
+        integer(1),
+        "optimizer steps; raising it continues the same run from its newest state",
+        identity=False,
+    )
+    ema_rate: float = setting(0.9999, number(0, 1), "EMA decay of the evaluated weights")
+    p_uncond: float = setting(
+        0.0,
+        number(0, 1),
+        "probability that a label becomes the null class / a caption the empty prompt "
+        "(classifier-free guidance, §4.3); needs a null class (model.num_classes = K + 1)",
+    )
+    mixed_precision: str = setting(
+        "fp16", _Precision(), "autocast precision; `no` (or YAML's false) trains in fp32"
+    )
+    gradient_checkpointing: bool = setting(
+        False, boolean, "recompute block activations in backward (less memory, slower)"
+    )
+    checkpoint_every: int = setting(
+        1, integer(1), "with gradient_checkpointing: checkpoint every n-th block"
+    )
+    compile: bool = setting(False, boolean, "torch.compile the network")
+    fused_adamw: bool = setting(False, boolean, "the fused AdamW kernel (where the device has it)")
+    attention: str = setting(
+        "sdpa", one_of(ATTENTION_BACKENDS), "attention kernel; the weights do not depend on it"
+    )
+    log_interval: int = setting(
+        10, integer(1), "steps between logged loss, lr and throughput", identity=False
+    )
+    save_interval: int = setting(
+        50_000, integer(1), "steps between resumable training states", identity=False
+    )
+    keep_last: int = setting(2, integer(1), "training states kept for resume", identity=False)
+    seed: int = setting(1234, integer(), "initialisation and noise seed (+ rank, + step on resume)")
+    run_dir: str = derived(
+        "", path, "the run's state folder (keyed by what is trained)", identity=False
+    )
+    resume: bool = setting(
+        True, boolean, "continue from the newest intact state of the same run", identity=False
+    )
+    cpu: bool = derived(False, boolean, "from launcher.cpu", identity=False)
+    peak_tflops: float | None = setting(
+        None, optional(positive), "per-device peak TFLOP/s for MFU; null = looked up by GPU name"
+    )
 
     def __post_init__(self) -> None:
         self.mixed_precision = mixed_precision_value(self.mixed_precision)
@@ -102,87 +201,39 @@ class TrainConfig:
         return out
 
     def model_kwargs(self) -> dict[str, Any]:
-        """Full UViT constructor kwargs: preset + overrides + the loop's attention/checkpoint options."""
-        overrides = {k: v for k, v in self.model.items() if k != "preset"}
-        kwargs = resolve_kwargs(self.model.get("preset"), **overrides)
-        # §1.6: gradient checkpointing is a training option, not an architecture choice.
-        kwargs.update(
-            use_checkpoint=self.gradient_checkpointing,
-            attention=self.attention,
-            checkpoint_every=self.checkpoint_every,
-        )
-        return kwargs
+        """Full UViT constructor kwargs: preset + overrides + the loop's attention/checkpoint options.
+        Resolved once per model setting (a copy each call)."""
+        key = repr((self.model, self.gradient_checkpointing, self.attention, self.checkpoint_every))
+        cached = self.__dict__.get("_resolved")
+        if cached is None or cached[0] != key:
+            overrides = {k: v for k, v in self.model.items() if k != "preset"}
+            kwargs = resolve_kwargs(self.model.get("preset"), **overrides)
+            # §1.6: gradient checkpointing is a training option, not an architecture choice.
+            kwargs.update(
+                use_checkpoint=self.gradient_checkpointing,
+                attention=self.attention,
+                checkpoint_every=self.checkpoint_every,
+            )
+            cached = self.__dict__["_resolved"] = (key, kwargs)
+        return dict(cached[1])
 
     def null_label(self) -> int | None:
-        """Index of the CFG null class (K = num_classes - 1, §1.1) when labels are dropped.
-
-        None for text models: their null condition is the encoded empty prompt (§4.3)."""
-        if self.p_uncond > 0 and self.model_kwargs().get("clip_dim") is None:
-            return int(self.model_kwargs()["num_classes"]) - 1
-        return None
+        """Index of the CFG null class when labels are dropped (`models.checkpoint.label_roles`)."""
+        kw = self.model_kwargs()
+        return label_roles(kw.get("num_classes"), kw.get("clip_dim"), self.p_uncond)[1]
 
     def validate(self, num_processes: int = 1) -> TrainConfig:
         """Raise `ValueError` naming the dotted key of the first bad value; returns self."""
-        _pos_int("training.batch_size", self.batch_size)
-        _pos_int("training.n_steps", self.n_steps)
-        _nonneg_int("training.warmup_steps", self.warmup_steps)
-        _pos_int("training.log_interval", self.log_interval)
-        _pos_int("training.save_interval", self.save_interval)
-        _pos_int("training.keep_last", self.keep_last)
-        _pos_int("training.checkpoint_every", self.checkpoint_every)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ValueError(f"training.seed must be an integer, got {self.seed!r}")
-        _pos_float("training.lr", self.lr)
-        _pos_float("training.eps", self.eps)
-        if not _is_real(self.weight_decay) or self.weight_decay < 0:
-            raise ValueError(f"training.weight_decay must be >= 0, got {self.weight_decay!r}")
-        betas = tuple(self.betas) if isinstance(self.betas, (list, tuple)) else ()
-        if len(betas) != 2 or not all(_is_real(b) and 0 <= b < 1 for b in betas):
-            raise ValueError(f"training.betas must be two numbers in [0, 1), got {self.betas!r}")
-        if not _is_real(self.ema_rate) or not 0 <= self.ema_rate <= 1:
-            raise ValueError(f"training.ema_rate must be in [0, 1], got {self.ema_rate!r}")
-        if not _is_real(self.p_uncond) or not 0 <= self.p_uncond < 1:
-            raise ValueError(f"training.p_uncond must be in [0, 1), got {self.p_uncond!r}")
-        _choice("training.schedule", self.schedule, SCHEDULES)
-        check_mixed_precision("training.mixed_precision", self.mixed_precision)
-        _choice("training.attention", self.attention, ATTENTION_BACKENDS)
-        if self.peak_tflops is not None:
-            _pos_float("training.peak_tflops", self.peak_tflops)
-        if not isinstance(self.run_dir, str) or not self.run_dir:
-            raise ValueError(f"training.run_dir must be a non-empty path, got {self.run_dir!r}")
-        _pos_int("launcher.num_processes", num_processes)
+        check_fields(self, "training.")
+        check_fields(self.data, "training.data.")
+        integer(1)("launcher.num_processes", num_processes)
         if self.batch_size % num_processes:
             raise ValueError(
                 f"training.batch_size ({self.batch_size}) must be divisible by the number of "
                 f"processes ({num_processes})"
             )
-        self._validate_data()
         self._validate_model()
         return self
-
-    def _validate_data(self) -> None:
-        d = self.data
-        if not isinstance(d.path, str) or not d.path:
-            raise ValueError(f"training.data.path must be a non-empty path, got {d.path!r}")
-        _choice("training.data.kind", d.kind, FEATURE_KINDS)
-        _pos_float("training.data.scale_factor", d.scale_factor)
-        _nonneg_int("training.data.num_workers", d.num_workers)
-        if not isinstance(d.content_id, str):
-            raise ValueError(
-                f"training.data.content_id must be a string (a store's content_id), got "
-                f"{d.content_id!r}"
-            )
-        if not isinstance(d.expected_meta, dict):
-            raise ValueError(
-                f"training.data.expected_meta must be a mapping, got {d.expected_meta!r}"
-            )
-        if not isinstance(d.text_path, str):
-            raise ValueError(f"training.data.text_path must be a path string, got {d.text_path!r}")
-        if not isinstance(d.expected_text_encoder, dict):
-            raise ValueError(
-                "training.data.expected_text_encoder must be a mapping, got "
-                f"{d.expected_text_encoder!r}"
-            )
 
     def _validate_model(self) -> None:
         if not isinstance(self.model, dict):
@@ -233,17 +284,9 @@ class TrainConfig:
 
 
 def mixed_precision_value(v):
-    """YAML reads an unquoted `no` as False: that means "no" mixed precision."""
+    """YAML reads an unquoted `no` as False: that means "no" mixed precision (the one place that
+    turns it back)."""
     return "no" if v is False else v
-
-
-def check_mixed_precision(name: str, v) -> None:
-    if isinstance(v, bool):  # True: an unquoted yes/on/true, which names no precision
-        raise ValueError(
-            f"{name} must be one of {list(MIXED_PRECISION)}, got {v!r} (YAML reads an unquoted "
-            "yes/true/on as a boolean: write fp16 or bf16)"
-        )
-    _choice(name, v, MIXED_PRECISION)
 
 
 def _reject_unknown(d: dict, cls, prefix: str) -> None:
@@ -253,25 +296,17 @@ def _reject_unknown(d: dict, cls, prefix: str) -> None:
             raise ValueError(f"{prefix}.{key} is not a known parameter; known: {sorted(known)}")
 
 
-def _is_real(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _pos_int(name: str, v) -> None:
-    if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {v!r}")
-
-
-def _nonneg_int(name: str, v) -> None:
-    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-        raise ValueError(f"{name} must be a non-negative integer, got {v!r}")
-
-
-def _pos_float(name: str, v) -> None:
-    if not _is_real(v) or not v > 0:
-        raise ValueError(f"{name} must be a positive number, got {v!r}")
-
-
-def _choice(name: str, v, options: tuple[str, ...]) -> None:
-    if v not in options:
-        raise ValueError(f"{name} must be one of {list(options)}, got {v!r}")
+def section_fields() -> dict[str, dict[str, Any]]:
+    """The declared fields of the `model` and `training` parameter sections (`training.data` is a
+    nested dict): the parameter schema and docs/parameters.md are built from these."""
+    model = {
+        "preset": setting(
+            None,
+            optional(one_of(lambda: [*PRESETS, *OFFICIAL_CONFIGS])),
+            "a paper backbone (needs img_size) or an official config; the keys below override it",
+        )
+    }
+    model.update({k: f for k, f in parameters(UViTConfig).items() if k not in _LOOP_MODEL_KEYS})
+    training: dict[str, Any] = dict(parameters(TrainConfig))
+    training["data"] = parameters(DataConfig)
+    return {"model": model, "training": training}

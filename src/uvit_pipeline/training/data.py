@@ -11,6 +11,7 @@ from accelerate import Accelerator
 from torch.utils.data import DataLoader
 
 from ..data import CaptionedFeatureDataset, FeatureDataset, FeatureStore, TextFeatures
+from ..models.checkpoint import label_roles
 from .config import TrainConfig
 from .data_order import ResumableDataOrder
 
@@ -103,10 +104,11 @@ def open_store(config: TrainConfig, accelerator: Accelerator):
     if accelerator.is_main_process:
         store.verify(progress=True)
     accelerator.wait_for_everyone()
-    num_classes = config.model_kwargs().get("num_classes", -1)
-    if isinstance(num_classes, int) and num_classes > 0:
-        # With label dropping the last class index is the null class (§4.3), never a data label.
-        store.check_labels(num_classes - 1 if config.p_uncond > 0 else num_classes)
+    kw = config.model_kwargs()
+    # With label dropping the last class index is the null class (§4.3), never a data label.
+    num_real, _ = label_roles(kw.get("num_classes"), kw.get("clip_dim"), config.p_uncond)
+    if num_real is not None:
+        store.check_labels(num_real)
     return store
 
 

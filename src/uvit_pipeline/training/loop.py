@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from .._io import StagingLock
 from ..diffusion import get_schedule, noise_prediction_loss
+from ..diffusion.schedules import NoiseSchedule
 from ..models import UViT, train_step_flops
 from . import checkpoint as ckpt
 from .config import TrainConfig
@@ -40,7 +41,7 @@ class TrainObjects:
     ema: UViT
     optimizer: torch.optim.Optimizer
     lr_scheduler: torch.optim.lr_scheduler.LambdaLR
-    schedule: object
+    schedule: NoiseSchedule
     model_kwargs: dict
 
 
@@ -127,6 +128,19 @@ def _report_progress(step: int, n_steps: int, loss: float, steps_s: float) -> No
     )  # fmt: skip
 
 
+def _state_at_n_steps(ckpt_root: Path, n_steps: int, latest: Path) -> tuple[Path, dict]:
+    """The run went past `n_steps` (n_steps is not part of a run's identity, so a larger value
+    continues a run): its kept state at exactly `n_steps`, else an error; never the longer model."""
+    for path in ckpt.list_checkpoints(ckpt_root):
+        if path.name == f"{n_steps}.ckpt":
+            return path, ckpt.load_training_state(path)
+    raise ValueError(
+        f"training.n_steps={n_steps} is below the step this run has reached ({latest}), and no "
+        f"state at step {n_steps} is kept; set training.n_steps to at least that step to continue "
+        "the run, or train in another paths.train_state"
+    )
+
+
 def train(config: TrainConfig) -> Path:
     """Train (resuming from the newest intact state by default) and return `run_dir/final`.
 
@@ -158,6 +172,8 @@ def _train(config: TrainConfig, accelerator: Accelerator) -> Path:
     latest, state = (None, None)
     if config.resume:  # a corrupt newest state is skipped with a warning naming it
         latest, state = ckpt.load_latest_training_state(ckpt_root)
+    if state is not None and int(state["state"]["step"]) > config.n_steps:
+        latest, state = _state_at_n_steps(ckpt_root, config.n_steps, latest)
     if state is not None:
         check_resume_identity(latest, state, store)
     start_step = int(state["state"]["step"]) if state else 0

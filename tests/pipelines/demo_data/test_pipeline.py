@@ -20,7 +20,7 @@ def test_generates_the_requested_layout_into_staging(demo_params):
 
 
 def test_coco_layout(demo_params):
-    params = {**demo_params, "demo": {**demo_params["demo"], "layout": "coco"}}
+    params = {**demo_params, "demo_data": {**demo_params["demo_data"], "layout": "coco"}}
     root = Path(run(create_pipeline(), {}, params)["raw_images"])
     assert (root / "annotations" / "captions_train2014.json").is_file()
     assert any((root / "train2014").iterdir())

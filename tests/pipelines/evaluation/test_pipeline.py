@@ -15,9 +15,9 @@ from PIL import Image
 
 from uvit_pipeline.data.demo import CLASS_NAMES
 from uvit_pipeline.data.feature_store import FeatureStore
+from uvit_pipeline.pipelines._sampling import class_names
 from uvit_pipeline.pipelines.evaluation import create_pipeline
-from uvit_pipeline.pipelines.evaluation.nodes import class_names
-from uvit_pipeline.pipelines.training.nodes import make_train_config
+from uvit_pipeline.pipelines.train_uvit.nodes import make_train_config
 from uvit_pipeline.sampling import collect
 from uvit_pipeline.sampling.grid import labelled_grid
 from uvit_pipeline.training import load_checkpoint_dir, train
@@ -183,6 +183,7 @@ LATENT_UVIT = {
 }
 LATENT_TRAIN = {
     "schedule": "discrete",
+    "mixed_precision": "no",
     "batch_size": 4,
     "lr": 1e-3,
     "warmup_steps": 1,
@@ -272,14 +273,14 @@ def test_latent_model_without_an_autoencoder_is_refused(latent_chain, latent_mod
 def test_fid_is_named_after_the_protocol():
     """`fid` only with the paper's sample count and guidance (§3.3), otherwise a name that says what
     differs; the demo's distance keeps its own name."""
-    from uvit_pipeline.pipelines.evaluation.nodes import metric_name
+    from uvit_pipeline.pipelines._sampling import metric_name
+    from uvit_pipeline.sampling import SamplingSpec
 
-    guided = {"n_samples": 50_000, "cfg_scale": 0.4, "null_label": 1000}
+    guided = SamplingSpec(checkpoint="c", n_samples=50_000, cfg_scale=0.4, null_label=1000)
     assert metric_name("fid", guided) == "fid"
-    assert metric_name("fid", {**guided, "n_samples": 10_000}) == "fid10k"
-    assert metric_name("fid", {**guided, "cfg_scale": 0.0}) == "fid_noguidance"
-    assert metric_name("fid", {"n_samples": 50_000, "cfg_scale": 0.0, "null_label": None}) == "fid"
-    assert (
-        metric_name("fid", {"n_samples": 30_000, "cfg_scale": 1.0, "text_features": "t"}) == "fid"
-    )
-    assert metric_name("demo_fd", {**guided, "n_samples": 8}) == "demo_fd"
+    assert metric_name("fid", guided.replace(n_samples=10_000)) == "fid10k"
+    assert metric_name("fid", guided.replace(cfg_scale=0.0)) == "fid_noguidance"
+    assert metric_name("fid", guided.replace(cfg_scale=0.0, null_label=None)) == "fid"
+    text = SamplingSpec(checkpoint="c", n_samples=30_000, cfg_scale=1.0, text_features="t")
+    assert metric_name("fid", text) == "fid"
+    assert metric_name("demo_fd", guided.replace(n_samples=8)) == "demo_fd"

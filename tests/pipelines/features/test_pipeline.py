@@ -16,7 +16,7 @@ from uvit_pipeline.data.feature_store import FeatureStore, FeatureStoreMismatch
 from uvit_pipeline.data.images import center_crop_adm, load_rgb, to_uint8_chw
 from uvit_pipeline.encoders import autoencoder as ae
 from uvit_pipeline.pipelines.features import create_pipeline
-from uvit_pipeline.pipelines.training.nodes import make_train_config
+from uvit_pipeline.pipelines.train_uvit.nodes import make_train_config
 from uvit_pipeline.training import train
 
 from ..conftest import N_LATENT, run, with_section
@@ -32,6 +32,7 @@ TINY_UVIT = {
 }  # 10 demo classes + the null class (§4.3)
 TRAIN = {
     "schedule": "discrete",
+    "mixed_precision": "no",
     "batch_size": 4,
     "lr": 1e-3,
     "warmup_steps": 1,

@@ -46,7 +46,7 @@ def test_demo_classifier_and_reference_statistics(demo_chain):
 
 
 def test_max_reference_images_limits_the_statistics(demo_chain, demo_params):
-    params = with_section(demo_params, "fid", max_reference_images=8)
+    params = with_section(demo_params, "fid_reference", max_reference_images=8)
     inputs = {k: demo_chain[k] for k in ("raw_images", "image_manifest", "feature_network")}
     out = run(
         create_pipeline().only_nodes("compute_reference_stats"),
@@ -65,7 +65,7 @@ def test_max_reference_images_limits_the_statistics(demo_chain, demo_params):
 def test_official_statistics_are_used_as_they_are(
     demo_chain, demo_params, tmp_path, inception_calls, weights, recorded
 ):
-    params = with_section(demo_params, "fid", network="inception_v3_fid")
+    params = with_section(demo_params, "fid_reference", network="inception_v3_fid")
     params = with_section(params, "paths", staging=str(tmp_path))
     official = {"mu": np.arange(4.0), "sigma": np.eye(4), "network": "inception_v3_fid"}
     inputs = {k: demo_chain[k] for k in ("raw_images", "image_manifest")}
@@ -90,7 +90,7 @@ def test_unavailable_inception_weights_fail_before_writing(
         raise RuntimeError("pytorch-fid weights are not cached and the network is unreachable")
 
     monkeypatch.setattr(fid, "load_inception", offline)
-    params = with_section(demo_params, "fid", network="inception_v3_fid")
+    params = with_section(demo_params, "fid_reference", network="inception_v3_fid")
     params = with_section(params, "paths", staging=str(tmp_path / "staging"))
     inputs = {k: demo_chain[k] for k in ("raw_images", "image_manifest")}
     with pytest.raises(RuntimeError, match="not cached"):

@@ -31,7 +31,7 @@ def tree_digest(root: Path) -> str:
 
 def test_manifest_of_the_demo_set(demo_chain, demo_params):
     manifest, report = demo_chain["image_manifest"], demo_chain["ingestion_report"]
-    n = demo_params["demo"]["n_per_class"]
+    n = demo_params["demo_data"]["n_per_class"]
     assert len(manifest) == n * len(CLASS_NAMES) and report.empty
     assert manifest["label"].dtype == np.int64
     # label = position of the class folder in sorted order, the name kept beside it
@@ -92,7 +92,7 @@ def write_cifar10(base: Path, n: int = 3) -> np.ndarray:
 
 def test_cifar10_batches_to_a_pixel_store(demo_params, tmp_path):
     images = write_cifar10(tmp_path / "cifar" / "cifar-10-batches-py")
-    params = with_section(demo_params, "data", source="cifar10")
+    params = with_section(demo_params, "ingestion", source="cifar10")
     params = with_section(params, "features", crop="none")
     params = with_section(params, "paths", staging=str(tmp_path / "staging"))
     out = run(

@@ -15,7 +15,7 @@ from uvit_pipeline.pipelines.fid_reference import create_pipeline as fid_referen
 from uvit_pipeline.pipelines.generate import create_pipeline as generate
 from uvit_pipeline.pipelines.ingestion import create_pipeline as ingestion
 from uvit_pipeline.pipelines.text_features import create_pipeline as text_features
-from uvit_pipeline.pipelines.training import create_pipeline as training
+from uvit_pipeline.pipelines.train_uvit import create_pipeline as training
 
 from ..conftest import load_params, run
 
@@ -26,15 +26,15 @@ PROMPTS = ["a red circle", "a blue cross"]
 def t2i_params(demo_params):
     p = load_params("demo_t2i")
     p["paths"] = demo_params["paths"]
-    p["demo"] = {**p["demo"], "n_per_class": 3}
-    p["data"]["workers"] = 1
+    p["demo_data"] = {**p["demo_data"], "n_per_class": 3}
+    p["ingestion"]["workers"] = 1
     p["features"].update(
         resolution=32, shard_size=16, batch_size=8, scale_factor=0.5
     )  # tiny f=8 VAE
     p["text"].update(batch_size=16, shard_size=16, prompts=PROMPTS)
     p["model"].update(embed_dim=32, depth=2, clip_dim=32)  # the tiny CLIP's hidden size
     p["training"].update(batch_size=8, n_steps=4, warmup_steps=1, log_interval=2, save_interval=4)
-    p["fid"]["classifier"].update(steps=5, batch_size=16)
+    p["fid_reference"]["classifier"].update(steps=5, batch_size=16)
     p["evaluation"].update(steps=3, n_samples=6, batch_size=3, grid_columns=2)
     p["generate"].update(steps=3, n_per_condition=2, prompts=PROMPTS)
     return p

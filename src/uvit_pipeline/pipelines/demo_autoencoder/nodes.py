@@ -10,8 +10,10 @@ import pandas as pd
 from PIL import Image
 
 from uvit_pipeline._io import atomic_write_json
+from uvit_pipeline.data.sources import training_rows
+from uvit_pipeline.encoders.autoencoder import load_autoencoder
+from uvit_pipeline.pipelines._references import reference_images
 from uvit_pipeline.pipelines._staging import manifest_id, staging_dir
-from uvit_pipeline.pipelines.fid_reference.nodes import reference_images
 
 log = logging.getLogger(__name__)
 
@@ -21,27 +23,23 @@ def train_demo_autoencoder(
     image_manifest: pd.DataFrame,
     demo_autoencoder: dict,
     features: dict,
-    data: dict,
+    ingestion: dict,
     paths: dict,
 ) -> tuple[str, dict, Image.Image]:
     """A tiny KL autoencoder (diffusers `AutoencoderKL`, the class and loading path of the SD VAE the
     paper experiments use) trained on the demo images, so latent samples decode to real images.
     Built once per setting: a rerun finds it in the staging area. Returns the model directory, its
     reconstruction report and a picture of held-out images over their reconstructions."""
+    # encoders.train_autoencoder imports diffusers (seconds): only the latent demos run this node
     from uvit_pipeline.encoders.train_autoencoder import reconstruct, train_autoencoder
 
     p = demo_autoencoder
-    if "split" in image_manifest.columns:  # the COCO layout: train on the training images
-        image_manifest = image_manifest[image_manifest["split"] == "train2014"].reset_index(
-            drop=True
-        )
+    image_manifest = training_rows(image_manifest, ingestion["source"])
     identity = {**p, "manifest": manifest_id(image_manifest), "crop": features["crop"],
                 "resolution": features["resolution"]}  # fmt: skip
     out = staging_dir(paths["staging"], "demo-autoencoder", identity)
-    images, _ = reference_images(raw_images, image_manifest, features, data, None)
+    images, _ = reference_images(raw_images, image_manifest, features, ingestion, None)
     if (out / "report.json").is_file():  # built before with the same settings and images
-        from uvit_pipeline.encoders.autoencoder import load_autoencoder
-
         report, vae = json.loads((out / "report.json").read_text()), load_autoencoder(out)
         log.info("Demo autoencoder reused from %s", out)
     else:

@@ -6,32 +6,28 @@ import logging
 
 import numpy as np
 import pandas as pd
+import torch
 
-from uvit_pipeline.data.extract import extract_features, in_memory_source
+from uvit_pipeline.data.extract import extract_features
+from uvit_pipeline.data.sources import array_source, training_rows
+from uvit_pipeline.encoders import autoencoder as ae
 from uvit_pipeline.pipelines._staging import manifest_id, staging_dir
 
 log = logging.getLogger(__name__)
 
 
 def _latent_encoder(autoencoder: str, device_name: str):
-    """uint8 (B,3,R,R) -> moments (B,8,R/8,R/8) with the given autoencoder, batched on the device."""
-    import torch
-
-    from uvit_pipeline.encoders.autoencoder import (
-        autoencoder_identity,
-        encode_moments,
-        load_autoencoder_spec,
-    )
-
+    """uint8 (B,3,R,R) -> moments (B,2C,R/f,R/f) with the given autoencoder (C latent channels,
+    downsampling f: (B,8,R/8,R/8) for the SD KL-f8 VAE), batched on the device."""
     device = torch.device(device_name)
-    vae = load_autoencoder_spec(autoencoder, device)
+    vae = ae.load_autoencoder_spec(autoencoder, device)
 
     @torch.no_grad()
     def encode(images: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(images)).to(device).float() / 127.5 - 1.0
-        return encode_moments(vae, x).float().cpu().numpy()
+        return ae.encode_moments(vae, x).float().cpu().numpy()
 
-    return encode, autoencoder_identity(vae, autoencoder)
+    return encode, ae.autoencoder_identity(vae, autoencoder)
 
 
 def build_image_features(
@@ -39,18 +35,15 @@ def build_image_features(
     image_manifest: pd.DataFrame,
     autoencoder: str | None,
     features: dict,
-    data: dict,
+    ingestion: dict,
     paths: dict,
 ) -> tuple[str, pd.DataFrame]:
     """Manifest -> sharded feature store: pixels, or VAE posterior moments of each image (and of its
     mirror image when `features.flip`, §7.1). COCO manifests hold both splits: the store holds the
     training images (val2014 only conditions evaluation samples through its captions)."""
-    if "split" in image_manifest.columns:
-        image_manifest = image_manifest[image_manifest["split"] == "train2014"].reset_index(
-            drop=True
-        )
+    image_manifest = training_rows(image_manifest, ingestion["source"])
     meta = {
-        "source": data["source"],
+        "source": ingestion["source"],
         "kind": features["kind"],
         "resolution": features["resolution"],
         "crop": features["crop"],
@@ -93,8 +86,8 @@ def build_image_features(
         resolution=features["resolution"],
         shard_size=features["shard_size"],
         batch_size=features["batch_size"],
-        workers=data["workers"],
-        array_source=in_memory_source(raw_images, data["source"], data["split"]),
+        workers=ingestion["workers"],
+        array_source=array_source(ingestion["source"], raw_images, ingestion["split"]),
         encoder=encoder,
         flip=features["flip"],
         moments_shape=moments_shape,

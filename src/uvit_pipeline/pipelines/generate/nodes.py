@@ -11,8 +11,11 @@ import torch
 from PIL import Image
 
 from uvit_pipeline._io import atomic_write
+from uvit_pipeline.pipelines._sampling import class_names, sampling_spec
 from uvit_pipeline.pipelines._staging import staging_dir
-from uvit_pipeline.pipelines.evaluation.nodes import class_names, sampling_spec
+from uvit_pipeline.sampling import build_sampler
+from uvit_pipeline.sampling.conditions import check_text_identity, encode_prompt_conditions
+from uvit_pipeline.sampling.grid import labelled_grid
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +40,13 @@ def _class_indices(classes: list, names: list[str], n_real: int) -> list[int]:
 
 def _text_conditions(setup, text_encoder: str | None, prompts: list[str]):
     """Prompts encoded with the encoder the model was trained with (its identity is checked)."""
+    # transformers takes seconds to import: only text models need it
     from uvit_pipeline.encoders.text import load_text_encoder, text_encoder_identity
-    from uvit_pipeline.sampling.conditions import check_text_identity, encode_prompt_conditions
 
     if text_encoder is None:
         raise ValueError("a text-to-image checkpoint needs the catalog entry `text_encoder`")
     encoder = load_text_encoder(text_encoder, device=setup.device)
-    tokens = setup.config["model_kwargs"]["num_clip_token"]
+    tokens = setup.info.model.num_clip_token
     identity = text_encoder_identity(encoder, tokens)
     check_text_identity(setup.text_encoder, identity, f"text_encoder {text_encoder}")
     return encode_prompt_conditions(encoder, prompts, max_length=tokens)
@@ -62,11 +65,8 @@ def generate_images(
     """`generate.n_per_condition` images per prompt (`generate.prompts` or the prompt file), per class
     (`generate.classes`: indices or names), or of an unconditional model; PNGs named by condition and
     index, plus a grid with each row's prompt or class written under it."""
-    from uvit_pipeline.sampling import build_sampler
-    from uvit_pipeline.sampling.grid import labelled_grid
-
     spec = sampling_spec(
-        uvit_checkpoint, decoder or autoencoder, generate, n_samples=1, batch_size=1, seed=0,
+        uvit_checkpoint, autoencoder, decoder, generate, n_samples=1, batch_size=1, seed=0,
         text_features="<prompts>", cfg_param="generate.cfg_scale",
     )  # fmt: skip
     setup = build_sampler(spec)
@@ -81,14 +81,14 @@ def generate_images(
         cond = _text_conditions(setup, text_encoder, prompts)
         kw = {"contexts": np.repeat(cond.contexts, k, axis=0), "null_context": cond.null_context}
         rows = prompts
-    elif spec["num_real_classes"]:
-        n_real = spec["num_real_classes"]
+    elif spec.num_real_classes:
+        n_real = spec.num_real_classes
         names = class_names(image_features, n_real)
         wanted = list(generate["classes"]) or list(range(min(n_real, 10)))
         indices = _class_indices(wanted, names, n_real)
         kw = {
             "labels": torch.tensor(indices).repeat_interleave(k),
-            "null_label": spec["null_label"],
+            "null_label": spec.null_label,
         }
         rows = [names[i] for i in indices]
     else:
@@ -105,7 +105,8 @@ def generate_images(
         seed=generate["seed"],
         **kw,
     )
-    out = staging_dir(paths["staging"], "generate", {**spec, "rows": rows, **generate}) / "images"
+    identity = {**spec.to_dict(), "rows": rows, **generate}
+    out = staging_dir(paths["staging"], "generate", identity) / "images"
     out.mkdir(exist_ok=True)
     for i, img in enumerate(images):
         path = out / f"{i // k:03d}-{_slug(rows[i // k])}-{i % k:02d}.png"

@@ -1,8 +1,28 @@
 """`generate`: images from a trained or imported checkpoint for chosen classes or prompts."""
 
-from .._nodes import node, stage
+from kedro.pipeline import Pipeline, node
+
 from .nodes import generate_images
 
 
-def create_pipeline(**kwargs):
-    return stage("generate", node(generate_images, ["generated_images", "generated_grid"]))
+def create_pipeline(**kwargs) -> Pipeline:
+    return Pipeline(
+        [
+            node(
+                generate_images,
+                inputs=[
+                    "uvit_checkpoint",
+                    "image_features",
+                    "autoencoder",
+                    "decoder",
+                    "text_encoder",
+                    "prompt_file",
+                    "params:generate",
+                    "params:paths",
+                ],
+                outputs=["generated_images", "generated_grid"],
+                name="generate_images",
+            ),
+        ],
+        tags=["generate"],
+    )

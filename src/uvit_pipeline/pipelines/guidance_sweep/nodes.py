@@ -8,8 +8,8 @@ from pathlib import Path
 from PIL import Image
 
 from uvit_pipeline.pipelines._figures import figure_image, new_figure
+from uvit_pipeline.pipelines._sampling import run_sampling, sampling_spec, score_sample_dir
 from uvit_pipeline.pipelines._staging import staging_dir
-from uvit_pipeline.pipelines.evaluation.nodes import run_sampling, sampling_spec, score_samples
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,8 @@ def sweep_guidance(
         params = {**evaluation, "cfg_scale": float(scale)}
         spec = sampling_spec(
             uvit_checkpoint,
-            decoder or autoencoder,
+            autoencoder,
+            decoder,
             params,
             text_features=text_features,
             n_samples=params["n_samples"],
@@ -55,10 +56,10 @@ def sweep_guidance(
             seed=params["seed"],
             cfg_param="evaluation.cfg_sweep",
         )
-        folder = staging_dir(paths["staging"], "sweep", spec)
+        folder = staging_dir(paths["staging"], "sweep", spec.to_dict())
         run_sampling(spec, Path(folder), params["num_processes"])
-        metrics = score_samples(
-            str(folder), reference_stats, feature_network, None, text_features, params
+        metrics = score_sample_dir(
+            str(folder), reference_stats, feature_network, None, text_features, params["device"]
         )
         log.info("CFG scale %s: %s", scale, metrics)
         results.append({"cfg_scale": float(scale), **metrics})

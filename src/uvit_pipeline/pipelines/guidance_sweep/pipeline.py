@@ -1,8 +1,28 @@
 """`guidance_sweep`: sample and score a checkpoint at each CFG scale of `evaluation.cfg_sweep`."""
 
-from .._nodes import node, stage
+from kedro.pipeline import Pipeline, node
+
 from .nodes import sweep_guidance
 
 
-def create_pipeline(**kwargs):
-    return stage("guidance_sweep", node(sweep_guidance, ["guidance_sweep", "guidance_curve"]))
+def create_pipeline(**kwargs) -> Pipeline:
+    return Pipeline(
+        [
+            node(
+                sweep_guidance,
+                inputs=[
+                    "uvit_checkpoint",
+                    "text_features",
+                    "autoencoder",
+                    "decoder",
+                    "reference_stats",
+                    "feature_network",
+                    "params:evaluation",
+                    "params:paths",
+                ],
+                outputs=["guidance_sweep", "guidance_curve"],
+                name="sweep_guidance",
+            ),
+        ],
+        tags=["guidance_sweep"],
+    )

@@ -9,15 +9,15 @@ import torch
 from safetensors.torch import save_file
 
 from uvit_pipeline._io import atomic_write_json
-from uvit_pipeline.models import OFFICIAL_CONFIGS
+from uvit_pipeline.models import OFFICIAL_CONFIGS, CheckpointInfo
 from uvit_pipeline.models.official import (
     OFFICIAL_DIFFUSION,
     check_is_uvit_state_dict,
     infer_official_config,
     state_dict_problems,
 )
+from uvit_pipeline.pipelines._references import record_inception
 from uvit_pipeline.pipelines._staging import staging_dir
-from uvit_pipeline.pipelines.fid_reference.nodes import record_inception
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,7 @@ def import_official_files(
         "official_config": name,
         "imported_from": str(Path(pretrained_checkpoint).resolve()),
     }
+    CheckpointInfo.from_config(config, out)  # what sampling will read: refuse a config it cannot
     atomic_write_json(out / "config.json", config)
     atomic_write_json(out / "summary.json", {"imported": True, "official_config": name})
     log.info("Imported %s as %s (%d tensors)", pretrained_checkpoint, name, len(state))

@@ -4,12 +4,27 @@ Its outputs are those of `training` and `fid_reference`: run it instead of them 
 `evaluation` reproduces the paper's number from the published weights.
 """
 
-from .._nodes import node, stage
+from kedro.pipeline import Pipeline, node
+
 from .nodes import import_official_files
 
 
-def create_pipeline(**kwargs):
-    outputs = ["uvit_checkpoint", "reference_stats", "feature_network"]
-    return stage(
-        "import_pretrained", node(import_official_files, outputs, name="import_pretrained")
+def create_pipeline(**kwargs) -> Pipeline:
+    return Pipeline(
+        [
+            node(
+                import_official_files,
+                inputs=[
+                    "pretrained_checkpoint",
+                    "official_fid_stats",
+                    "inception_weights",
+                    "params:import_pretrained",
+                    "params:model",
+                    "params:paths",
+                ],
+                outputs=["uvit_checkpoint", "reference_stats", "feature_network"],
+                name="import_pretrained",
+            ),
+        ],
+        tags=["import_pretrained"],
     )

@@ -1,8 +1,19 @@
 """`ingestion`: raw data set -> `image_manifest` (parquet) + `ingestion_report` (rejected files, reasons)."""
 
-from .._nodes import node, stage
+from kedro.pipeline import Pipeline, node
+
 from .nodes import ingest_images
 
 
-def create_pipeline(**kwargs):
-    return stage("ingestion", node(ingest_images, ["image_manifest", "ingestion_report"]))
+def create_pipeline(**kwargs) -> Pipeline:
+    return Pipeline(
+        [
+            node(
+                ingest_images,
+                inputs=["raw_images", "params:ingestion"],
+                outputs=["image_manifest", "ingestion_report"],
+                name="ingest_images",
+            ),
+        ],
+        tags=["ingestion"],
+    )

@@ -5,8 +5,11 @@ from __future__ import annotations
 import logging
 
 import pandas as pd
+import torch
 
 from uvit_pipeline.data.feature_store import FeatureStore
+from uvit_pipeline.data.text_features import extract_text_features
+from uvit_pipeline.models import resolve_kwargs
 from uvit_pipeline.pipelines._staging import manifest_id, staging_dir
 
 log = logging.getLogger(__name__)
@@ -25,11 +28,8 @@ def build_text_features(
     prompt (the null context of guidance) and the visualisation prompts. Without an image feature
     store (evaluating an imported checkpoint) only the val2014 captions are encoded: they are what
     evaluation samples are conditioned on."""
-    import torch
-
-    from uvit_pipeline.data.text_features import extract_text_features
+    # encoders.text imports transformers (seconds): only the text-to-image environments run this
     from uvit_pipeline.encoders.text import check_clip_dim, load_text_encoder, text_encoder_identity
-    from uvit_pipeline.models import resolve_kwargs
 
     # fp32 as the original (§7.3); the features are stored in fp16
     encoder = load_text_encoder(

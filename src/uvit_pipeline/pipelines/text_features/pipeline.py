@@ -1,8 +1,26 @@
 """`text_features`: captions -> text-encoder features for text-to-image training and evaluation."""
 
-from .._nodes import node, stage
+from kedro.pipeline import Pipeline, node
+
 from .nodes import build_text_features
 
 
-def create_pipeline(**kwargs):
-    return stage("text_features", node(build_text_features, "text_features"))
+def create_pipeline(**kwargs) -> Pipeline:
+    return Pipeline(
+        [
+            node(
+                build_text_features,
+                inputs=[
+                    "image_manifest",
+                    "image_features",
+                    "text_encoder",
+                    "params:text",
+                    "params:model",
+                    "params:paths",
+                ],
+                outputs="text_features",
+                name="build_text_features",
+            ),
+        ],
+        tags=["text_features"],
+    )

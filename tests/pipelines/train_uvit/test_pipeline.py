@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from uvit_pipeline.pipelines.training.nodes import make_train_config
+from uvit_pipeline.pipelines.train_uvit.nodes import make_train_config
 from uvit_pipeline.training import load_uvit_from_checkpoint
 
 
@@ -40,3 +40,14 @@ def test_run_identity_follows_the_data(demo_chain, demo_params, tmp_path):
     # logging settings do not start a new run
     quieter = {**p["training"], "log_interval": 5}
     assert make_train_config(p["model"], quieter, *args[2:], store, str(tmp_path)).run_dir == same
+
+
+def test_n_steps_is_not_part_of_the_run(demo_params, tmp_path):
+    """A larger `training.n_steps` resumes the same run directory (docs/training.md)."""
+    p = demo_params
+    args = (p["model"], p["training"], p["launcher"], p["features"], "/store", str(tmp_path))
+    longer = {**p["training"], "n_steps": 10 * p["training"]["n_steps"]}
+    run_dir = make_train_config(*args).run_dir
+    assert make_train_config(p["model"], longer, *args[2:]).run_dir == run_dir
+    other_lr = {**p["training"], "lr": 2 * p["training"]["lr"]}
+    assert make_train_config(p["model"], other_lr, *args[2:]).run_dir != run_dir

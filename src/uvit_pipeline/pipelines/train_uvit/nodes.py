@@ -1,7 +1,8 @@
-"""Nodes of the `training` pipeline: resolve the config, launch `accelerate launch`, return the checkpoint."""
+"""Nodes of the `train_uvit` pipeline: resolve the config, launch `accelerate launch`, return the checkpoint."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -9,14 +10,16 @@ from pathlib import Path
 
 from PIL import Image
 
+from uvit_pipeline.fields import not_identity
 from uvit_pipeline.launch import LaunchSpec
 from uvit_pipeline.pipelines._figures import figure_image, new_figure
 from uvit_pipeline.pipelines._staging import identity_key
 from uvit_pipeline.training import TrainConfig, launch_training
 
 log = logging.getLogger(__name__)
-# Settings that do not change what is trained: a rerun that differs only in these resumes the same run.
-_NOT_IDENTITY = ("resume", "log_interval", "save_interval", "keep_last", "run_dir", "cpu")
+# Settings that do not change what is trained (declared `identity=False` on `TrainConfig`, n_steps
+# among them): a rerun that differs only in these resumes the same run.
+_NOT_IDENTITY = not_identity(TrainConfig)
 
 
 def expected_store_meta(features: dict) -> dict:
@@ -49,12 +52,12 @@ def make_train_config(
     run_root: str,
     text_path: str | None = None,
 ) -> TrainConfig:
-    """Parameters -> validated TrainConfig. The run directory is keyed by everything that changes what
-    is trained, the feature store's content included: re-running the same experiment on the same data
-    resumes from its newest complete training state; other data or settings start a new run."""
+    """Parameters -> TrainConfig (validated by `params.validate_all` before any node runs, and by the
+    training child). The run directory is keyed by everything that changes what is trained, the
+    feature store's content included: re-running the same experiment on the same data resumes from
+    its newest complete training state (a larger `training.n_steps` continues it); other data or
+    settings start a new run."""
     cfg = dict(training)
-    if cfg.get("mixed_precision") is False:  # YAML reads the documented value `no` as False
-        cfg["mixed_precision"] = "no"
     cfg["model"] = dict(model)
     cfg["data"] = {
         **(training.get("data") or {}),
@@ -68,16 +71,14 @@ def make_train_config(
     content = store_identity(store_path)
     if Path(store_path, "meta.json").is_file():
         cfg["data"]["content_id"] = content  # training refuses a store with other content
-    identity = {k: v for k, v in cfg.items() if k not in _NOT_IDENTITY}
+    config = TrainConfig.from_dict(cfg)
+    identity = {k: v for k, v in config.to_dict().items() if k not in _NOT_IDENTITY}
     identity["data"] = {
-        **cfg["data"],
+        **identity["data"],
         "path": content,
         "text_path": store_identity(text_path) if text_path else None,
     }
-    cfg["run_dir"] = str(Path(run_root) / identity_key(identity)[:12])
-    config = TrainConfig.from_dict(cfg)
-    config.validate(num_processes=int(launcher.get("num_processes", 1)))
-    return config
+    return dataclasses.replace(config, run_dir=str(Path(run_root) / identity_key(identity)[:12]))
 
 
 def loss_curve(run_dir: Path) -> Image.Image:

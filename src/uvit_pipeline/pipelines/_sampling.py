@@ -1,0 +1,148 @@
+"""What the sampling pipelines share (evaluation, generate, guidance_sweep): a `SamplingSpec` from a
+parameter section, a sampling run in or out of process, and the scoring of a folder of samples."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from uvit_pipeline.data.text_features import TextFeatures
+from uvit_pipeline.launch import LaunchSpec, run_under_accelerate
+from uvit_pipeline.metrics.demo_classifier import classifier_accuracy
+from uvit_pipeline.metrics.fid import frechet_distance, statistics
+from uvit_pipeline.metrics.network import METRIC_NAMES, load_feature_network
+from uvit_pipeline.sampling import (
+    SamplingSpec,
+    collect,
+    collect_caption_rows,
+    generate_to_dir,
+)
+
+log = logging.getLogger(__name__)
+
+
+def sampling_spec(
+    uvit_checkpoint: str,
+    autoencoder: str | None,
+    decoder: str | None,
+    section: dict,
+    *,
+    text_features: str | None = None,
+    n_samples: int,
+    batch_size: int,
+    seed: int,
+    labels: list[int] | None = None,
+    label_probs: list[float] | None = None,
+    cfg_param: str = "evaluation.cfg_scale",
+) -> SamplingSpec:
+    """The spec of a sampling job with the settings of a parameter section (`evaluation` or
+    `generate`: use_ema, sampler, steps, cfg_scale, clip_x0, device, decode_batch_size); latents
+    decode through `decoder`, else `autoencoder`."""
+    return SamplingSpec.for_checkpoint(
+        uvit_checkpoint,
+        autoencoder=decoder or autoencoder,
+        text_features=text_features,
+        cfg_param=cfg_param,
+        which="ema" if section["use_ema"] else "raw",
+        n_samples=n_samples,
+        batch_size=batch_size,
+        sampler=section["sampler"],
+        steps=section["steps"],
+        cfg_scale=section["cfg_scale"],
+        clip_x0=section["clip_x0"],
+        seed=seed,
+        labels=labels,
+        label_probs=label_probs,
+        device=section["device"],
+        decode_batch_size=section["decode_batch_size"],
+    )
+
+
+def run_sampling(spec: SamplingSpec, folder: Path, num_processes: int) -> None:
+    """In this process, or under `accelerate launch` with several ranks (50K-sample evaluations)."""
+    spec.to_json(folder / "spec.json")  # what the chunks are (read by the scoring)
+    if num_processes > 1:
+        spec_file = spec.to_json(folder.with_suffix(".spec.json"))
+        run_under_accelerate(
+            LaunchSpec(num_processes=num_processes, cpu=spec.device == "cpu"),
+            folder.parent,
+            "uvit_pipeline.sampling",
+            ["--spec", str(spec_file), "--out", str(folder)],
+            what="sampling child",
+            log_path=folder.with_suffix(".log"),
+        )
+    else:
+        generate_to_dir(spec, folder)
+
+
+def metric_name(base: str, spec: SamplingSpec) -> str:
+    """`fid` only under the paper's protocol (§3.3: 50,000 samples, 30,000 for MS-COCO; guided when
+    the model can be): `fid10k` for fewer samples, `..._noguidance` for an unguided CFG model."""
+    if base != "fid":
+        return base  # the demo's distance is demo_fd whatever its settings
+    n, full = spec.n_samples, 30_000 if spec.text_features else 50_000
+    name = base if n >= full else f"fid{n // 1000}k" if n >= 1000 else f"fid{n}"
+    guidable = spec.null_label is not None or bool(spec.text_features)
+    return f"{name}_noguidance" if guidable and spec.cfg_scale == 0 else name
+
+
+def _text_pairs(generated_samples: str, spec: SamplingSpec, text_features: str):
+    """(caption of each sample, class of the image it came from) for text-to-image samples."""
+    caption_rows, _ = collect_caption_rows(generated_samples, spec.n_samples, spec.batch_size)
+    manifest = TextFeatures(text_features).split("val").store.manifest
+    rows = manifest.iloc[caption_rows]
+    return rows["caption"].tolist(), rows["image_label"].to_numpy()
+
+
+def score_sample_dir(
+    generated_samples: str,
+    reference_stats: dict,
+    feature_network: str,
+    clip_model: str | None,
+    text_features: str | None,
+    device: str,
+) -> dict:
+    """Fréchet distance to the reference statistics, named after the feature network (`fid`, or
+    `demo_fd` for the demo's classifier: never called FID); the demo's class accuracy (for text
+    models: the class of the image whose caption conditioned the sample); the CLIP score of
+    text-to-image samples and their captions where a CLIP model is configured."""
+    info, features_fn, classifier = load_feature_network(feature_network)
+    if info["network"] != reference_stats["network"]:
+        raise ValueError(
+            f"reference_stats were computed with {reference_stats['network']}, the feature network "
+            f"is {info['network']}: re-run the fid_reference pipeline"
+        )
+    spec = SamplingSpec.from_json(Path(generated_samples) / "spec.json")
+    samples, labels = collect(generated_samples, spec.n_samples, spec.batch_size)
+    mu, sigma = statistics(features_fn(samples))
+    name = metric_name(METRIC_NAMES[info["network"]], spec)
+    metrics = {name: frechet_distance(mu, sigma, reference_stats["mu"], reference_stats["sigma"])}
+    captions = None
+    if spec.text_features:
+        if text_features is None:
+            raise ValueError("text-to-image samples are scored with their captions: text_features")
+        captions, labels = _text_pairs(generated_samples, spec, text_features)
+    if classifier is not None and labels is not None:
+        metrics["demo_class_accuracy"] = classifier_accuracy(classifier, samples, labels)
+    if captions is not None and clip_model is not None:
+        # transformers takes seconds to import; only text models scored with CLIP need it
+        from uvit_pipeline.metrics.clip_score import clip_score, load_clip_scorer
+
+        scored = clip_score(load_clip_scorer(clip_model, device=device), samples, captions)
+        metrics.update({k: v for k, v in scored.items() if isinstance(v, float)})
+    log.info("Evaluation on %d samples: %s", len(samples), json.dumps(metrics))
+    return metrics
+
+
+def class_names(image_features: str | None, n_real: int) -> list[str]:
+    """Row labels of a class grid: the store's class names where it has them, else the indices."""
+    if image_features is not None:
+        manifest = Path(image_features) / "manifest.parquet"
+        if manifest.is_file():
+            m = pd.read_parquet(manifest, columns=["label", "class_name"])
+            names = m.drop_duplicates("label").set_index("label")["class_name"].to_dict()
+            return [str(names.get(i, i)) for i in range(n_real)]
+    return [str(i) for i in range(n_real)]
