@@ -8,6 +8,7 @@ never half of it; a directory is built in a temporary sibling and renamed into p
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -42,10 +43,22 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> 
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise named_os_error(err, path) from err
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def named_os_error(err: OSError, path: str | os.PathLike) -> OSError:
+    """`err` naming `path` when it names no file (a full disk then says which file it was writing)."""
+    if err.filename is not None or err.errno is None:
+        return err
+    if err.errno == errno.ENOSPC:
+        return OSError(err.errno, "No space left on device (free space, then re-run)", str(path))
+    return OSError(err.errno, err.strerror or str(err), str(path))
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

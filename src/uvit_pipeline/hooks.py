@@ -66,6 +66,32 @@ class ValidateParameters:
             catalog["run_overrides"] = self._runtime
 
 
+class CatalogGuard:
+    """Every catalog entry saves atomically and names a damaged newest version on load, whatever its
+    class: `datasets.guard.guard` is applied to each dataset before the run first touches it."""
+
+    def __init__(self) -> None:
+        self._catalog = None
+
+    @hook_impl
+    def after_catalog_created(self, catalog) -> None:
+        self._catalog = catalog
+
+    def _guard(self, name: str) -> None:
+        from uvit_pipeline.datasets.guard import guard
+
+        if self._catalog is not None and name in self._catalog:
+            guard(self._catalog.get(name), name)
+
+    @hook_impl
+    def before_dataset_loaded(self, dataset_name: str) -> None:
+        self._guard(dataset_name)
+
+    @hook_impl
+    def before_dataset_saved(self, dataset_name: str) -> None:
+        self._guard(dataset_name)
+
+
 def _git_commit(cwd: Path) -> str | None:
     try:
         out = subprocess.run(

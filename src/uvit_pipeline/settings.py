@@ -65,9 +65,10 @@ CONFIG_LOADER_ARGS = {
 }
 
 from uvit_pipeline.hooks import (  # noqa: E402
+    CatalogGuard,
     ExperimentPipelines,
     MlflowTracking,
     ValidateParameters,
 )
 
-HOOKS = (ExperimentPipelines(), ValidateParameters(), MlflowTracking())
+HOOKS = (ExperimentPipelines(), ValidateParameters(), CatalogGuard(), MlflowTracking())
