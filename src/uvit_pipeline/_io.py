@@ -9,6 +9,7 @@ never half of it; a directory is built in a temporary sibling and renamed into p
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import shutil
@@ -72,6 +73,73 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     """JSON with sorted keys and indentation, written atomically."""
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+class UnreadableFile(ValueError):
+    """A file the project wrote (or reads) that does not parse or fails its checksum; the message
+    names the file and says what to do."""
+
+    def __init__(self, path: str | os.PathLike, problem: str, remedy: str = ""):
+        self.path = Path(path)
+        super().__init__(f"{self.path}: {problem}" + (f". {remedy}" if remedy else ""))
+
+
+def read_json(path: str | os.PathLike, remedy: str = "") -> Any:
+    """`json.loads` of a UTF-8 file (a BOM is accepted); a parse error names the file."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8-sig"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UnreadableFile(path, f"is not valid JSON ({err})", remedy) from None
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+CHECKSUMS = "checksums.json"
+
+
+def write_checksums(folder: str | os.PathLike, names: list[str] | None = None) -> Path:
+    """Record the sha256 of `names` (default: every non-hidden file directly in `folder`) in
+    `<folder>/checksums.json`, written atomically; `verify_checksums` checks them on load."""
+    folder = Path(folder)
+    if names is None:
+        names = sorted(
+            p.name
+            for p in folder.iterdir()
+            if p.is_file() and p.name != CHECKSUMS and not p.name.startswith(".")  # marker
+        )
+    sums = {name: sha256_file(folder / name) for name in names}
+    return atomic_write_json(folder / CHECKSUMS, {"sha256": sums})
+
+
+def verify_checksums(folder: str | os.PathLike, remedy: str, required: bool = False) -> bool:
+    """Check every file listed in `<folder>/checksums.json`; a missing or changed file raises
+    `UnreadableFile` naming it and `remedy`. Returns False (nothing to check) when the folder has
+    no checksums file, unless `required`."""
+    folder = Path(folder)
+    listing = folder / CHECKSUMS
+    if not listing.is_file():
+        if required:
+            raise UnreadableFile(listing, "is missing", remedy)
+        return False
+    sums = read_json(listing, remedy).get("sha256")
+    if not isinstance(sums, dict):
+        raise UnreadableFile(listing, "holds no 'sha256' mapping", remedy)
+    for name, want in sums.items():
+        path = folder / name
+        if not path.is_file():
+            raise UnreadableFile(path, f"is missing (listed in {CHECKSUMS})", remedy)
+        if sha256_file(path) != want:
+            raise UnreadableFile(
+                path, f"is damaged: its sha256 differs from the one recorded in {CHECKSUMS}", remedy
+            )
+    return True
 
 
 def is_project_dir(path: str | os.PathLike) -> bool:

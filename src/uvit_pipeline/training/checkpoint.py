@@ -6,7 +6,8 @@ Training state: `<run_dir>/ckpts/<step>.ckpt/` with `nnet.safetensors`, `nnet_em
 leaves only a `.tmp` directory that resume ignores. `state.json`, written last, records the sha256
 of every other file; resume verifies them and falls back to the newest intact state.
 Final export: `<run_dir>/final/` with `nnet_ema.safetensors`, `nnet.safetensors`, `config.json`,
-`summary.json`, written the same way.
+`summary.json`, written the same way, and `checksums.json` (sha256 of each) written last; loading a
+checkpoint directory checks them and refuses a damaged file, naming it.
 """
 
 from __future__ import annotations
@@ -24,7 +25,14 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .._io import atomic_write_json, replace_dir
+from .._io import (
+    UnreadableFile,
+    atomic_write_json,
+    read_json,
+    replace_dir,
+    verify_checksums,
+    write_checksums,
+)
 from ..models import UViT
 
 logger = logging.getLogger(__name__)
@@ -207,8 +215,24 @@ def export_final(
     save_file(_cpu_state(nnet), tmp / "nnet.safetensors")
     write_json(tmp / "config.json", config)
     write_json(tmp / "summary.json", summary)
+    write_checksums(tmp, list(FINAL_FILES))
     _commit_dir(tmp, final)
     return final
+
+
+def _remedy(p: Path) -> str:
+    return (
+        f"The checkpoint in {p} is unusable: delete that folder (for a catalog version, its version "
+        "folder: the previous version is then used) and export it again by re-running training "
+        "(it resumes from the newest intact training state) or import_pretrained"
+    )
+
+
+def _load_weights(path: Path, remedy: str) -> dict:
+    try:
+        return load_file(path)
+    except Exception as e:  # safetensors raises its own error types for a truncated file
+        raise UnreadableFile(path, f"cannot be read ({type(e).__name__}: {e})", remedy) from None
 
 
 def load_checkpoint_dir(path: str | os.PathLike) -> tuple[dict, dict, dict | None]:
@@ -220,17 +244,31 @@ def load_checkpoint_dir(path: str | os.PathLike) -> tuple[dict, dict, dict | Non
     p = Path(path)
     if not p.is_dir():
         raise FileNotFoundError(f"checkpoint directory {p} does not exist")
+    remedy = _remedy(p)
     if (p / "config.json").is_file():
-        config = json.loads((p / "config.json").read_text(encoding="utf-8"))
+        config = read_json(p / "config.json", remedy)
+        if not verify_checksums(p, remedy):
+            logger.warning(
+                "%s has no %s (exported by an older release): its weights cannot be verified",
+                p,
+                "checksums.json",
+            )
     elif (p / "state.json").is_file():
-        config = json.loads((p / "state.json").read_text(encoding="utf-8")).get("config", {})
+        state = read_json(p / "state.json", remedy)
+        for name, want in (state.get("file_sha256") or {}).items():
+            if name.endswith(".safetensors") and (p / name).is_file():
+                if _sha256(p / name) != want:
+                    raise UnreadableFile(
+                        p / name, "is damaged: its sha256 differs from state.json", remedy
+                    )
+        config = state.get("config", {})
     else:
         raise FileNotFoundError(f"{p} has neither config.json nor state.json")
     if not (p / "nnet_ema.safetensors").is_file():
         raise FileNotFoundError(f"checkpoint directory {p} lacks nnet_ema.safetensors")
     raw_file = p / "nnet.safetensors"
-    raw = load_file(raw_file) if raw_file.is_file() else None
-    return config, load_file(p / "nnet_ema.safetensors"), raw
+    raw = _load_weights(raw_file, remedy) if raw_file.is_file() else None
+    return config, _load_weights(p / "nnet_ema.safetensors", remedy), raw
 
 
 def load_uvit_from_checkpoint(path: str | os.PathLike, which: str = "ema") -> UViT:

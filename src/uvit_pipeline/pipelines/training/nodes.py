@@ -9,6 +9,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from uvit_pipeline._io import read_json, write_checksums
 from uvit_pipeline.launch import LaunchSpec
 from uvit_pipeline.pipelines._figures import figure_image, new_figure
 from uvit_pipeline.pipelines._staging import identity_key
@@ -36,7 +37,7 @@ def store_identity(store_path: str) -> str:
     meta_file = Path(store_path) / "meta.json"
     if not meta_file.is_file():
         return store_path
-    meta = json.loads(meta_file.read_text())
+    meta = read_json(meta_file, f"Delete the feature store {store_path} and re-run features")
     return meta.get("content_id") or identity_key(meta)
 
 
@@ -120,10 +121,11 @@ def train_uvit(
     )
     spec = LaunchSpec.from_params({k: v for k, v in launcher.items() if k != "cpu"}, cpu=config.cpu)
     final = launch_training(config, spec)
-    summary = json.loads((final / "summary.json").read_text())
+    summary = read_json(final / "summary.json")
     summary["run_dir"] = config.run_dir
     # The checkpoint carries its own training curve (the run report and notebooks read it there).
     curve = loss_curve(Path(config.run_dir))
     curve.save(final / "loss_curve.png")
     shutil.copyfile(Path(config.run_dir) / "metrics.jsonl", final / "metrics.jsonl")
+    write_checksums(final)  # the export's checksums now cover the curve and the log too
     return str(final), summary, curve
