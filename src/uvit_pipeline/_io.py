@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import socket
+import stat
 import tempfile
 import time
 from collections.abc import Callable
@@ -140,6 +141,49 @@ def verify_checksums(folder: str | os.PathLike, remedy: str, required: bool = Fa
                 path, f"is damaged: its sha256 differs from the one recorded in {CHECKSUMS}", remedy
             )
     return True
+
+
+class InputRefused(ValueError):
+    """An input file that is not read: not a regular file, or larger than the limit."""
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        self.path, self.reason = str(path), reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+def _kind(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISFIFO, "a named pipe (FIFO)"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISDIR, "a directory"),
+    ):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def read_regular_file(path: str | os.PathLike, max_bytes: int | None = None) -> bytes:
+    """The bytes of a regular file (symlinks followed), at most `max_bytes`. A FIFO, socket or
+    device (also behind a symlink) is refused before it is opened for reading, so nothing blocks or
+    reads without end; a file above `max_bytes` is refused on its size before reading. Raises
+    `InputRefused` (or `OSError` for a file that cannot be opened)."""
+    st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise InputRefused(path, f"not a regular file: {_kind(st.st_mode)}")
+    # O_NONBLOCK: should the path become a FIFO after the check, open() still returns at once.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise InputRefused(path, f"not a regular file: {_kind(st.st_mode)}")
+        if max_bytes is not None and st.st_size > max_bytes:
+            raise InputRefused(path, f"file too large: {st.st_size} bytes > {max_bytes}")
+        data = f.read() if max_bytes is None else f.read(max_bytes + 1)
+    if max_bytes is not None and len(data) > max_bytes:  # it grew while being read
+        raise InputRefused(path, f"file too large: more than {max_bytes} bytes")
+    return data
 
 
 def is_project_dir(path: str | os.PathLike) -> bool:

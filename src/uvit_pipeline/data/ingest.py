@@ -62,7 +62,7 @@ def _default_workers() -> int:
 def _check(item: _Item, max_pixels: int | None) -> tuple[_Item, tuple | str]:
     """Read, hash and fully decode one file -> (item, (w, h, checksum)) or (item, reason)."""
     try:
-        data = read_bytes(item.abspath)
+        data = read_bytes(item.abspath, max_pixels)
         img = decode_rgb(data, item.abspath, max_pixels)
     except ImageError as e:
         return item, e.reason
