@@ -271,10 +271,12 @@ class StagingLock:
     # long before it is reported.
     wait_s = 10.0
 
-    def __init__(self, folder: str | os.PathLike, what: str = "staging folder"):
+    def __init__(self, folder: str | os.PathLike, what: str = "staging folder", kind: str = ""):
+        """`kind` names a second, independent lock on the same folder (`.<name>.<kind>.lock`), e.g.
+        the one a Kedro run holds while a library writer holds the plain one."""
         self.folder = Path(folder)
         self.what = what
-        self.path = self.folder.parent / f".{self.folder.name}.lock"
+        self.path = self.folder.parent / f".{self.folder.name}{'.' + kind if kind else ''}.lock"
         self._fd: int | None = None
 
     def acquire(self) -> StagingLock:

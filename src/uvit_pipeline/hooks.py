@@ -92,6 +92,21 @@ class CatalogGuard:
         self._guard(dataset_name)
 
 
+class RunLocks:
+    """Releases the folder locks nodes took for the run (`pipelines._staging.hold_for_run`) once the
+    run has saved its outputs, or failed."""
+
+    @hook_impl
+    def after_pipeline_run(self) -> None:
+        from uvit_pipeline.pipelines._staging import release_run_locks
+
+        release_run_locks()
+
+    @hook_impl
+    def on_pipeline_error(self) -> None:
+        self.after_pipeline_run()
+
+
 def _git_commit(cwd: Path) -> str | None:
     try:
         out = subprocess.run(

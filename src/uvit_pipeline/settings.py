@@ -68,7 +68,14 @@ from uvit_pipeline.hooks import (  # noqa: E402
     CatalogGuard,
     ExperimentPipelines,
     MlflowTracking,
+    RunLocks,
     ValidateParameters,
 )
 
-HOOKS = (ExperimentPipelines(), ValidateParameters(), CatalogGuard(), MlflowTracking())
+HOOKS = (
+    ExperimentPipelines(),
+    ValidateParameters(),
+    CatalogGuard(),
+    RunLocks(),
+    MlflowTracking(),
+)

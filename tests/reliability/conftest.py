@@ -57,14 +57,16 @@ def imagenet_tree(root: Path, per_class: int = 5, classes: int = 2, size: int = 
 
 
 class LockHolder:
-    """Another process holding a `StagingLock` on `folder` until `close()`."""
+    """Another process holding a `StagingLock` on `folder` until `close()`; with `run=True`, the lock
+    a Kedro run holds on it (`pipelines._staging.hold_for_run`)."""
 
-    def __init__(self, folder: Path):
-        code = (
-            "import sys; from uvit_pipeline._io import StagingLock; "
-            f"lock = StagingLock({str(folder)!r}).acquire(); print('locked', flush=True); "
-            "sys.stdin.read()"
+    def __init__(self, folder: Path, run: bool = False):
+        take = (
+            f"from uvit_pipeline.pipelines._staging import hold_for_run; hold_for_run({str(folder)!r})"
+            if run
+            else f"from uvit_pipeline._io import StagingLock; lock = StagingLock({str(folder)!r}).acquire()"
         )
+        code = f"import sys; {take}; print('locked', flush=True); sys.stdin.read()"
         self.proc = subprocess.Popen(
             [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
         )

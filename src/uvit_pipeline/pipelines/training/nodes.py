@@ -11,7 +11,7 @@ from PIL import Image
 from uvit_pipeline._io import atomic_write_text, read_json, write_checksums
 from uvit_pipeline.launch import LaunchSpec
 from uvit_pipeline.pipelines._figures import figure_image, new_figure
-from uvit_pipeline.pipelines._staging import identity_key
+from uvit_pipeline.pipelines._staging import hold_for_run, identity_key
 from uvit_pipeline.training import TrainConfig, launch_training
 from uvit_pipeline.training.monitor import read_jsonl
 
@@ -120,6 +120,9 @@ def train_uvit(
         text_path=text_features,
     )
     spec = LaunchSpec.from_params({k: v for k, v in launcher.items() if k != "cpu"}, cpu=config.cpu)
+    # Held until the Kedro run ends: the child's training, this post-processing of final/ and its
+    # move into the catalog. A second identical training is refused here, naming this one.
+    hold_for_run(config.run_dir, "training run")
     final = launch_training(config, spec)
     summary = read_json(final / "summary.json")
     summary["run_dir"] = config.run_dir
