@@ -173,7 +173,6 @@ def _official():
 # --- the schema --------------------------------------------------------------------------------
 
 SCHEMA: dict[str, Any] = {
-    "experiment": string,
     "paths": {"staging": string, "train_state": string},
     "demo": {
         "layout": one_of(("imagenet", "coco")),
