@@ -186,6 +186,16 @@ def read_regular_file(path: str | os.PathLike, max_bytes: int | None = None) -> 
     return data
 
 
+def entry_load_error(entry: str, source: str | os.PathLike, err: BaseException) -> RuntimeError:
+    """The error for weights a catalog entry names that fail to load for any reason besides a
+    missing download (a damaged file: `UnpicklingError`, a safetensors header error, ...)."""
+    first = (str(err).splitlines() or [""])[0]
+    return RuntimeError(
+        f"catalog entry `{entry}`: cannot load {source} ({type(err).__name__}: {first}). Its files "
+        "are damaged or incomplete: download them again, or point the entry at an intact copy"
+    )
+
+
 def is_project_dir(path: str | os.PathLike) -> bool:
     """True when ``path`` is a directory the project created (it holds the marker file)."""
     return (Path(path) / MARKER).is_file()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -92,6 +93,35 @@ class CatalogGuard:
         self._guard(dataset_name)
 
 
+class CheckGenerateRequest:
+    """Prompts for a class-conditional checkpoint, or classes for a text model, are refused before
+    any node runs (when the checkpoint exists already; the generate node checks again)."""
+
+    @hook_impl
+    def before_pipeline_run(self, pipeline, catalog) -> None:
+        from uvit_pipeline._io import read_json
+        from uvit_pipeline.pipelines.generate.nodes import generate_images
+        from uvit_pipeline.sampling.requests import check_requested_conditions
+
+        if not any(n.func is generate_images for n in pipeline.nodes):
+            return
+        from kedro.io import DatasetError
+
+        try:
+            checkpoint = catalog.get("uvit_checkpoint").load()
+        except (DatasetError, KeyError, AttributeError):
+            return  # not there yet: trained or imported in this run
+        if checkpoint is None or not (Path(str(checkpoint)) / "config.json").is_file():
+            return
+        config_file = Path(str(checkpoint)) / "config.json"
+        generate = catalog.load("params:generate")
+        prompt_file = catalog.load("prompt_file") if "prompt_file" in catalog else None
+        prompts = list(prompt_file or []) + list(generate.get("prompts") or [])
+        check_requested_conditions(
+            read_json(config_file), prompts, generate.get("classes") or [], str(checkpoint)
+        )
+
+
 class RunLocks:
     """Releases the folder locks nodes took for the run (`pipelines._staging.hold_for_run`) once the
     run has saved its outputs, or failed."""
@@ -115,6 +145,55 @@ def _git_commit(cwd: Path) -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
+
+
+PID_TAG, HOST_TAG = "uvit.pid", "uvit.host"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def mark_orphaned_runs(client=None) -> list[str]:
+    """Mark KILLED every RUNNING MLflow run opened on this host by a process that no longer exists
+    (a `kedro run` killed with SIGKILL never ends its run); returns their ids."""
+    import mlflow
+
+    client = client or mlflow.MlflowClient()
+    host = socket.gethostname()
+    killed = []
+    try:
+        experiments = [e.experiment_id for e in client.search_experiments()]
+        runs = (
+            client.search_runs(
+                experiments,
+                filter_string=f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = '{host}'",
+                max_results=1000,
+            )
+            if experiments
+            else []
+        )
+    except Exception as err:  # tracking store unreachable: this is housekeeping, not the run
+        log.warning("Could not look for orphaned MLflow runs: %s", err)
+        return killed
+    for run in runs:
+        pid = run.data.tags.get(PID_TAG, "")
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            client.set_terminated(run.info.run_id, status="KILLED")
+            killed.append(run.info.run_id)
+            log.warning(
+                "MLflow run %s (%s) was left RUNNING by process %s, which is gone: marked KILLED",
+                run.info.run_id,
+                run.data.tags.get("mlflow.runName", ""),
+                pid,
+            )
+    return killed
 
 
 class MlflowTracking:
@@ -152,6 +231,7 @@ class MlflowTracking:
         self._names = list(run_params.get("pipeline_names") or ["__default__"])
         self._nodes_run, self._named = 0, False
         self._started_ms = int(time.time() * 1000)
+        mark_orphaned_runs()
         self._name_run()
 
     def _name_run(self) -> None:
@@ -163,7 +243,8 @@ class MlflowTracking:
             return
         names = ["default" if n == "__default__" else n for n in self._names]
         mlflow.set_tag("mlflow.runName", f"{self._env} · {'+'.join(names)}")
-        tags = {"kedro.env": self._env}
+        # Who runs it: a later start marks the run KILLED if this process is gone (kill -9).
+        tags = {"kedro.env": self._env, PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
         commit = _git_commit(Path.cwd())
         if commit:
             tags["git.commit"] = commit

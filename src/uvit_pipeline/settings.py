@@ -66,6 +66,7 @@ CONFIG_LOADER_ARGS = {
 
 from uvit_pipeline.hooks import (  # noqa: E402
     CatalogGuard,
+    CheckGenerateRequest,
     ExperimentPipelines,
     MlflowTracking,
     RunLocks,
@@ -76,6 +77,7 @@ HOOKS = (
     ExperimentPipelines(),
     ValidateParameters(),
     CatalogGuard(),
+    CheckGenerateRequest(),
     RunLocks(),
     MlflowTracking(),
 )

@@ -84,3 +84,13 @@ def test_a_huge_prompt_gives_a_grid_of_bounded_size():
 
 def test_short_labels_are_unchanged():
     assert _wrap("a photo of a cat", _font(12), 400) == ["a photo of a cat"]
+
+
+def test_coco_annotations_may_start_with_a_bom(tmp_path):
+    """Editors on Windows save UTF-8 with a BOM; prompt files accept it, so do COCO captions."""
+    ann = '{"images": [], "annotations": []}'
+    (tmp_path / "captions.json").write_bytes(b"\xef\xbb\xbf" + ann.encode())
+    assert _load_json(tmp_path / "captions.json", "captions.json") == {
+        "images": [],
+        "annotations": [],
+    }

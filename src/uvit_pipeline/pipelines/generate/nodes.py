@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import logging
 import re
+from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from uvit_pipeline._io import atomic_write
+from uvit_pipeline._io import atomic_write, read_json
 from uvit_pipeline.pipelines._staging import staging_dir
 from uvit_pipeline.pipelines.evaluation.nodes import class_names, sampling_spec
 
@@ -64,7 +65,11 @@ def generate_images(
     index, plus a grid with each row's prompt or class written under it."""
     from uvit_pipeline.sampling import build_sampler
     from uvit_pipeline.sampling.grid import labelled_grid
+    from uvit_pipeline.sampling.requests import check_requested_conditions
 
+    requested = list(prompt_file or []) + list(generate["prompts"])
+    config = read_json(Path(uvit_checkpoint) / "config.json")
+    check_requested_conditions(config, requested, generate["classes"], uvit_checkpoint)
     spec = sampling_spec(
         uvit_checkpoint, decoder or autoencoder, generate, n_samples=1, batch_size=1, seed=0,
         text_features="<prompts>", cfg_param="generate.cfg_scale",
