@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 #   metadata: {mlflow: metrics}       the saved dict {name: number} is logged as metrics
 #   metadata: {mlflow: artifact, mlflow_folder: evaluation}   the saved image/dict/text is an artifact
 #   metadata: {mlflow: tag}           the saved/loaded location is recorded as tag `<entry>.path`
+#   metadata: {mlflow_history: metrics.jsonl}   the saved directory's JSON-lines log: every complete
+#                                     record the run lacks is logged as metrics (a resumed training)
 
 
 class ExperimentPipelines:
@@ -328,6 +330,8 @@ class MlflowTracking:
         kind = meta.get("mlflow")
         if self._run() is None or kind is None:
             return
+        if meta.get("mlflow_history"):
+            self._log_history(dataset_name, meta["mlflow_history"])
         if kind == "tag":
             self._tag_location(dataset_name, data)
         elif kind == "metrics":
@@ -344,6 +348,33 @@ class MlflowTracking:
                 mlflow.log_text(data, f"{folder}/{filename}")
         else:
             raise ValueError(f"catalog entry {dataset_name}: unknown metadata mlflow={kind!r}")
+
+    def _log_history(self, name: str, filename: str) -> None:
+        """Log every complete record of the entry's JSON-lines history (`metadata: mlflow_history`)
+        that the run does not hold yet: a resumed training logged only its own steps live."""
+        import mlflow
+        from mlflow.entities import Metric
+
+        from uvit_pipeline.training.monitor import read_jsonl
+
+        where = getattr(self._catalog.get(name), "location", None)
+        path = Path(str(where)) / filename if where else None
+        if path is None or not path.is_file():
+            return
+        run_id = self._run().info.run_id
+        client = mlflow.MlflowClient()
+        logged = {m.step for m in client.get_metric_history(run_id, "loss")}
+        metrics = [
+            Metric(key, float(value), int(float(r.get("time", time.time())) * 1000), int(r["step"]))
+            for r in read_jsonl(path)
+            if isinstance(r.get("step"), int) and r["step"] not in logged
+            for key, value in r.items()
+            if key not in ("step", "time") and isinstance(value, int | float)
+        ]
+        for lo in range(0, len(metrics), 1000):  # MLflow's batch limit
+            client.log_batch(run_id, metrics=metrics[lo : lo + 1000])
+        if metrics:
+            log.info("Logged %d earlier metric values of %s to MLflow", len(metrics), path)
 
     @hook_impl
     def after_pipeline_run(self) -> None:

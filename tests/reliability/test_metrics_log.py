@@ -44,3 +44,36 @@ def test_a_record_glued_onto_a_torn_line_is_read(tmp_path, caplog):
     assert [r["step"] for r in rows] == [1, 3, 4]
     assert "lines 2, 3" in caplog.text and str(log) in caplog.text
     assert loss_curve(tmp_path).size[0] > 0  # the loss curve sees every complete record
+
+
+def test_mlflow_gets_every_complete_record_of_a_resumed_training(tmp_path):
+    """The child logs only the steps of this run live; the records of the run before the crash
+    are logged from the exported metrics.jsonl when `uvit_checkpoint` is saved."""
+    import mlflow
+    from kedro.io import DataCatalog, Version
+
+    from uvit_pipeline.datasets import DirectoryDataset
+    from uvit_pipeline.hooks import MlflowTracking
+
+    final = tmp_path / "final"
+    final.mkdir()
+    (final / "metrics.jsonl").write_text(record(1) + record(2) + '{"step": 3, "lo\n' + record(4))
+    entry = DirectoryDataset(
+        filepath=str(tmp_path / "uvit_checkpoint"),
+        version=Version(None, None),
+        metadata={"mlflow": "tag", "mlflow_history": "metrics.jsonl"},
+    )
+    entry.save(str(final))
+    hook = MlflowTracking()
+    hook.after_catalog_created(DataCatalog({"uvit_checkpoint": entry}))
+    before = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    try:
+        experiment = mlflow.MlflowClient().create_experiment("uvit_history")  # its own store
+        with mlflow.start_run(experiment_id=experiment) as run:
+            mlflow.log_metric("loss", 0.25, step=4)  # what the resumed child logged live
+            hook.after_dataset_saved("uvit_checkpoint", str(final))
+            history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "loss")
+    finally:
+        mlflow.set_tracking_uri(before)
+    assert sorted(m.step for m in history) == [1, 2, 4]
