@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 
+from .._io import read_json
 from .generate import generate_to_dir
 
 
@@ -14,7 +13,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m uvit_pipeline.sampling", description=__doc__)
     parser.add_argument("--spec", required=True, help="sampling spec JSON (see generate_to_dir)")
     args = parser.parse_args(argv)
-    spec = json.loads(Path(args.spec).read_text(encoding="utf-8"))
+    spec = read_json(args.spec)
     from accelerate import Accelerator
 
     accelerator = Accelerator(cpu=spec.get("device", "cpu") == "cpu")

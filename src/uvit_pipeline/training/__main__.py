@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
 from pathlib import Path
 
+from .._io import read_json
 from .config import TrainConfig
 from .loop import train
 
@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     path = Path(args.config)
     if not path.is_file():
         parser.error(f"--config {path} does not exist")
-    config = TrainConfig.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    config = TrainConfig.from_dict(read_json(path))
     config.validate(num_processes=int(os.environ.get("WORLD_SIZE", "1")))
     final = train(config)
     logging.getLogger(__name__).info("Final checkpoint: %s", final)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from uvit_pipeline._io import atomic_write_json
+from uvit_pipeline._io import atomic_write_json, read_json
 from uvit_pipeline.launch import LaunchSpec, run_under_accelerate
 from uvit_pipeline.metrics.fid import frechet_distance, statistics
 from uvit_pipeline.metrics.network import METRIC_NAMES, load_feature_network
@@ -195,7 +195,7 @@ def score_samples(
             f"reference_stats were computed with {reference_stats['network']}, the feature network "
             f"is {info['network']}: re-run the fid_reference pipeline"
         )
-    spec = json.loads((Path(generated_samples) / "spec.json").read_text())
+    spec = read_json(Path(generated_samples) / "spec.json")
     samples, labels = collect(generated_samples, spec["n_samples"], spec["batch_size"])
     mu, sigma = statistics(features_fn(samples))
     name = metric_name(METRIC_NAMES[info["network"]], spec)
