@@ -17,6 +17,8 @@ from typing import Any
 
 from kedro.framework.hooks import hook_impl
 
+from uvit_pipeline.datasets.guard import guard
+from uvit_pipeline.pipelines._staging import release_run_locks
 from uvit_pipeline.pipelines.params import check_runtime_params, validate_all
 
 log = logging.getLogger(__name__)
@@ -81,8 +83,6 @@ class CatalogGuard:
         self._catalog = catalog
 
     def _guard(self, name: str) -> None:
-        from uvit_pipeline.datasets.guard import guard
-
         if self._catalog is not None and name in self._catalog:
             guard(self._catalog.get(name), name)
 
@@ -130,8 +130,6 @@ class RunLocks:
 
     @hook_impl
     def after_pipeline_run(self) -> None:
-        from uvit_pipeline.pipelines._staging import release_run_locks
-
         release_run_locks()
 
     @hook_impl
