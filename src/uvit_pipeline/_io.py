@@ -18,6 +18,7 @@ import stat
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -52,6 +53,22 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> 
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+@contextmanager
+def writing(path: str | os.PathLike):
+    """Errors of the writes inside name `path`: an `OSError` without a file name gets it, and a
+    full disk reported by a library in its own exception type (safetensors, torch) becomes an
+    `OSError(ENOSPC)` naming `path`."""
+    try:
+        yield
+    except OSError as err:
+        raise named_os_error(err, path) from err
+    except Exception as err:
+        text = str(err)
+        if "No space left on device" in text or "os error 28" in text or "StorageFull" in text:
+            raise named_os_error(OSError(errno.ENOSPC, text), path) from err
+        raise
 
 
 def named_os_error(err: OSError, path: str | os.PathLike) -> OSError:

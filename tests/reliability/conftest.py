@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import struct
 import subprocess
 import sys
@@ -14,6 +15,22 @@ import pytest
 from PIL import Image
 
 from uvit_pipeline._io import StagingLock
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A real 512 KiB filesystem (mounted as root; skipped where mounting is not possible)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (CI runs this test as root)")
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mnt)], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    yield mnt
+    subprocess.run(["umount", str(mnt)], check=True)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -132,22 +131,6 @@ def _run(catalog: DataCatalog, pipeline: Pipeline) -> None:
         parameters={},
     )
     SequentialRunner().run(pipeline, catalog, hooks)
-
-
-@pytest.fixture
-def small_tmpfs(tmp_path):
-    """A real 512 KiB filesystem (mounted as root; skipped where mounting is not possible)."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root (CI runs this test as root)")
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mnt)], capture_output=True
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    yield mnt
-    subprocess.run(["umount", str(mnt)], check=True)
 
 
 def test_a_full_disk_during_a_save_leaves_the_catalog_usable(small_tmpfs):

@@ -88,3 +88,22 @@ def test_a_feature_store_meta_that_does_not_parse_names_its_file(tmp_path):
         store_identity(str(tmp_path))
     (tmp_path / "meta.json").write_text(json.dumps({"content_id": "abc"}))
     assert store_identity(str(tmp_path)) == "abc"
+
+
+def test_a_full_disk_during_the_export_names_the_folder(small_tmpfs):
+    """A real full filesystem: safetensors reports it in its own error type, without a path."""
+    kwargs = {**TINY_MODEL, "embed_dim": 128, "depth": 4, "num_heads": 4, "num_classes": 2}
+    model = UViT(**kwargs)
+    with pytest.raises(OSError, match="No space left on device") as err:
+        export_final(small_tmpfs / "final", model, model, {"model_kwargs": kwargs}, {})
+    assert err.value.filename == str(small_tmpfs / "final.tmp")
+    assert not (small_tmpfs / "final").exists()  # never a half export under the final name
+
+
+def test_a_full_disk_while_logging_names_the_log():
+    from uvit_pipeline.training.monitor import JsonlWriter
+
+    log = JsonlWriter("/dev/full")  # every write fails with ENOSPC
+    with pytest.raises(OSError, match="No space left on device") as err:
+        log.write({"step": 1, "loss": 0.5})
+    assert err.value.filename == "/dev/full"

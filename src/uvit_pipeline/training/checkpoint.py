@@ -32,6 +32,7 @@ from .._io import (
     replace_dir,
     verify_checksums,
     write_checksums,
+    writing,
 )
 from ..models import UViT
 
@@ -102,14 +103,15 @@ def save_training_state(
     """Write `<ckpt_root>/<step>.ckpt/` atomically and prune to the newest `keep_last` states."""
     final = Path(ckpt_root) / f"{step}.ckpt"
     tmp = _fresh_tmp(final)
-    save_file(_cpu_state(nnet), tmp / "nnet.safetensors")
-    save_file(_cpu_state(nnet_ema), tmp / "nnet_ema.safetensors")
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    torch.save(lr_scheduler.state_dict(), tmp / "lr_scheduler.pt")
-    if scaler is not None:
-        torch.save(scaler.state_dict(), tmp / "scaler.pt")
-    sums = {f.name: _sha256(f) for f in sorted(tmp.iterdir()) if f.is_file()}
-    write_json(tmp / "state.json", {**state, "step": step, "file_sha256": sums})
+    with writing(tmp):  # a full disk names the state being written
+        save_file(_cpu_state(nnet), tmp / "nnet.safetensors")
+        save_file(_cpu_state(nnet_ema), tmp / "nnet_ema.safetensors")
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(lr_scheduler.state_dict(), tmp / "lr_scheduler.pt")
+        if scaler is not None:
+            torch.save(scaler.state_dict(), tmp / "scaler.pt")
+        sums = {f.name: _sha256(f) for f in sorted(tmp.iterdir()) if f.is_file()}
+        write_json(tmp / "state.json", {**state, "step": step, "file_sha256": sums})
     _commit_dir(tmp, final)
     if keep_last is not None:
         for old in list_checkpoints(ckpt_root)[:-keep_last]:
@@ -211,11 +213,12 @@ def export_final(
     """Write the final export directory atomically; returns its path."""
     final = Path(final_dir)
     tmp = _fresh_tmp(final)
-    save_file(_cpu_state(nnet_ema), tmp / "nnet_ema.safetensors")
-    save_file(_cpu_state(nnet), tmp / "nnet.safetensors")
-    write_json(tmp / "config.json", config)
-    write_json(tmp / "summary.json", summary)
-    write_checksums(tmp, list(FINAL_FILES))
+    with writing(tmp):
+        save_file(_cpu_state(nnet_ema), tmp / "nnet_ema.safetensors")
+        save_file(_cpu_state(nnet), tmp / "nnet.safetensors")
+        write_json(tmp / "config.json", config)
+        write_json(tmp / "summary.json", summary)
+        write_checksums(tmp, list(FINAL_FILES))
     _commit_dir(tmp, final)
     return final
 

@@ -15,6 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._io import writing
+
 logger = logging.getLogger(__name__)
 
 # Dense fp16/bf16 tensor-core peak per device in TFLOP/s (vendor datasheets, SXM parts where both
@@ -188,8 +190,9 @@ class JsonlWriter:
 
     def write(self, record: dict[str, Any]) -> None:
         if self._f is not None:
-            self._f.write(json.dumps({"time": time.time(), **record}) + "\n")
-            self._f.flush()
+            with writing(self._f.name):  # a full disk names the log
+                self._f.write(json.dumps({"time": time.time(), **record}) + "\n")
+                self._f.flush()
 
     def close(self) -> None:
         if self._f is not None:
