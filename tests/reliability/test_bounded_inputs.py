@@ -94,3 +94,21 @@ def test_coco_annotations_may_start_with_a_bom(tmp_path):
         "images": [],
         "annotations": [],
     }
+
+
+def test_celeba_reports_a_fifo_and_a_device(tmp_path):
+    from uvit_pipeline.data.ingest import scan_celeba
+
+    images = tmp_path / "celeba" / "img_align_celeba"
+    images.mkdir(parents=True)
+    (images / "000001.jpg").write_bytes(jpeg_bytes(178, 218))
+    os.mkfifo(images / "000002.jpg")
+    (images / "000003.jpg").symlink_to("/dev/zero")
+    listing = "000001.jpg 0\n000002.jpg 0\n000003.jpg 0\n"
+    (tmp_path / "celeba" / "list_eval_partition.txt").write_text(listing)
+    manifest, report = scan_celeba(tmp_path, workers=1, progress=False)
+    assert manifest["path"].tolist() == ["celeba/img_align_celeba/000001.jpg"]
+    assert report.values.tolist() == [
+        ["celeba/img_align_celeba/000002.jpg", "not a regular file: a named pipe (FIFO)"],
+        ["celeba/img_align_celeba/000003.jpg", "not a regular file: a character device"],
+    ]
