@@ -8,13 +8,17 @@ never half of it; a directory is built in a temporary sibling and renamed into p
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import os
 import shutil
 import socket
+import stat
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -42,10 +46,38 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> 
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise named_os_error(err, path) from err
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+@contextmanager
+def writing(path: str | os.PathLike):
+    """Errors of the writes inside name `path`: an `OSError` without a file name gets it, and a
+    full disk reported by a library in its own exception type (safetensors, torch) becomes an
+    `OSError(ENOSPC)` naming `path`."""
+    try:
+        yield
+    except OSError as err:
+        raise named_os_error(err, path) from err
+    except Exception as err:
+        text = str(err)
+        if "No space left on device" in text or "os error 28" in text or "StorageFull" in text:
+            raise named_os_error(OSError(errno.ENOSPC, text), path) from err
+        raise
+
+
+def named_os_error(err: OSError, path: str | os.PathLike) -> OSError:
+    """`err` naming `path` when it names no file (a full disk then says which file it was writing)."""
+    if err.filename is not None or err.errno is None:
+        return err
+    if err.errno == errno.ENOSPC:
+        return OSError(err.errno, "No space left on device (free space, then re-run)", str(path))
+    return OSError(err.errno, err.strerror or str(err), str(path))
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -59,6 +91,126 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     """JSON with sorted keys and indentation, written atomically."""
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+class UnreadableFile(ValueError):
+    """A file the project wrote (or reads) that does not parse or fails its checksum; the message
+    names the file and says what to do."""
+
+    def __init__(self, path: str | os.PathLike, problem: str, remedy: str = ""):
+        self.path = Path(path)
+        super().__init__(f"{self.path}: {problem}" + (f". {remedy}" if remedy else ""))
+
+
+def read_json(path: str | os.PathLike, remedy: str = "") -> Any:
+    """`json.loads` of a UTF-8 file (a BOM is accepted); a parse error names the file."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8-sig"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UnreadableFile(path, f"is not valid JSON ({err})", remedy) from None
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+CHECKSUMS = "checksums.json"
+
+
+def write_checksums(folder: str | os.PathLike, names: list[str] | None = None) -> Path:
+    """Record the sha256 of `names` (default: every non-hidden file directly in `folder`) in
+    `<folder>/checksums.json`, written atomically; `verify_checksums` checks them on load."""
+    folder = Path(folder)
+    if names is None:
+        names = sorted(
+            p.name
+            for p in folder.iterdir()
+            if p.is_file() and p.name != CHECKSUMS and not p.name.startswith(".")  # marker
+        )
+    sums = {name: sha256_file(folder / name) for name in names}
+    return atomic_write_json(folder / CHECKSUMS, {"sha256": sums})
+
+
+def verify_checksums(folder: str | os.PathLike, remedy: str, required: bool = False) -> bool:
+    """Check every file listed in `<folder>/checksums.json`; a missing or changed file raises
+    `UnreadableFile` naming it and `remedy`. Returns False (nothing to check) when the folder has
+    no checksums file, unless `required`."""
+    folder = Path(folder)
+    listing = folder / CHECKSUMS
+    if not listing.is_file():
+        if required:
+            raise UnreadableFile(listing, "is missing", remedy)
+        return False
+    sums = read_json(listing, remedy).get("sha256")
+    if not isinstance(sums, dict):
+        raise UnreadableFile(listing, "holds no 'sha256' mapping", remedy)
+    for name, want in sums.items():
+        path = folder / name
+        if not path.is_file():
+            raise UnreadableFile(path, f"is missing (listed in {CHECKSUMS})", remedy)
+        if sha256_file(path) != want:
+            raise UnreadableFile(
+                path, f"is damaged: its sha256 differs from the one recorded in {CHECKSUMS}", remedy
+            )
+    return True
+
+
+class InputRefused(ValueError):
+    """An input file that is not read: not a regular file, or larger than the limit."""
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        self.path, self.reason = str(path), reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+def _kind(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISFIFO, "a named pipe (FIFO)"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISDIR, "a directory"),
+    ):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def read_regular_file(path: str | os.PathLike, max_bytes: int | None = None) -> bytes:
+    """The bytes of a regular file (symlinks followed), at most `max_bytes`. A FIFO, socket or
+    device (also behind a symlink) is refused before it is opened for reading, so nothing blocks or
+    reads without end; a file above `max_bytes` is refused on its size before reading. Raises
+    `InputRefused` (or `OSError` for a file that cannot be opened)."""
+    st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise InputRefused(path, f"not a regular file: {_kind(st.st_mode)}")
+    # O_NONBLOCK: should the path become a FIFO after the check, open() still returns at once.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise InputRefused(path, f"not a regular file: {_kind(st.st_mode)}")
+        if max_bytes is not None and st.st_size > max_bytes:
+            raise InputRefused(path, f"file too large: {st.st_size} bytes > {max_bytes}")
+        data = f.read() if max_bytes is None else f.read(max_bytes + 1)
+    if max_bytes is not None and len(data) > max_bytes:  # it grew while being read
+        raise InputRefused(path, f"file too large: more than {max_bytes} bytes")
+    return data
+
+
+def entry_load_error(entry: str, source: str | os.PathLike, err: BaseException) -> RuntimeError:
+    """The error for weights a catalog entry names that fail to load for any reason besides a
+    missing download (a damaged file: `UnpicklingError`, a safetensors header error, ...)."""
+    first = (str(err).splitlines() or [""])[0]
+    return RuntimeError(
+        f"catalog entry `{entry}`: cannot load {source} ({type(err).__name__}: {first}). Its files "
+        "are damaged or incomplete: download them again, or point the entry at an intact copy"
+    )
 
 
 def is_project_dir(path: str | os.PathLike) -> bool:
@@ -146,10 +298,12 @@ class StagingLock:
     # long before it is reported.
     wait_s = 10.0
 
-    def __init__(self, folder: str | os.PathLike, what: str = "staging folder"):
+    def __init__(self, folder: str | os.PathLike, what: str = "staging folder", kind: str = ""):
+        """`kind` names a second, independent lock on the same folder (`.<name>.<kind>.lock`), e.g.
+        the one a Kedro run holds while a library writer holds the plain one."""
         self.folder = Path(folder)
         self.what = what
-        self.path = self.folder.parent / f".{self.folder.name}.lock"
+        self.path = self.folder.parent / f".{self.folder.name}{'.' + kind if kind else ''}.lock"
         self._fd: int | None = None
 
     def acquire(self) -> StagingLock:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -16,6 +17,8 @@ from typing import Any
 
 from kedro.framework.hooks import hook_impl
 
+from uvit_pipeline.datasets.guard import guard
+from uvit_pipeline.pipelines._staging import release_run_locks
 from uvit_pipeline.pipelines.params import check_runtime_params, validate_all
 
 log = logging.getLogger(__name__)
@@ -24,6 +27,8 @@ log = logging.getLogger(__name__)
 #   metadata: {mlflow: metrics}       the saved dict {name: number} is logged as metrics
 #   metadata: {mlflow: artifact, mlflow_folder: evaluation}   the saved image/dict/text is an artifact
 #   metadata: {mlflow: tag}           the saved/loaded location is recorded as tag `<entry>.path`
+#   metadata: {mlflow_history: metrics.jsonl}   the saved directory's JSON-lines log: every complete
+#                                     record the run lacks is logged as metrics (a resumed training)
 
 
 class ExperimentPipelines:
@@ -64,6 +69,71 @@ class ValidateParameters:
             catalog["run_overrides"] = self._runtime
 
 
+class CatalogGuard:
+    """Every catalog entry saves atomically and names a damaged newest version on load, whatever its
+    class: `datasets.guard.guard` is applied to each dataset before the run first touches it."""
+
+    def __init__(self) -> None:
+        self._catalog = None
+
+    @hook_impl
+    def after_catalog_created(self, catalog) -> None:
+        self._catalog = catalog
+
+    def _guard(self, name: str) -> None:
+        if self._catalog is not None and name in self._catalog:
+            guard(self._catalog.get(name), name)
+
+    @hook_impl
+    def before_dataset_loaded(self, dataset_name: str) -> None:
+        self._guard(dataset_name)
+
+    @hook_impl
+    def before_dataset_saved(self, dataset_name: str) -> None:
+        self._guard(dataset_name)
+
+
+class CheckGenerateRequest:
+    """Prompts for a class-conditional checkpoint, or classes for a text model, are refused before
+    any node runs (when the checkpoint exists already; the generate node checks again)."""
+
+    @hook_impl
+    def before_pipeline_run(self, pipeline, catalog) -> None:
+        from uvit_pipeline.models.checkpoint import read_checkpoint_info
+        from uvit_pipeline.pipelines.generate.nodes import generate_images
+        from uvit_pipeline.sampling.requests import check_requested_conditions
+
+        if not any(n.func is generate_images for n in pipeline.nodes):
+            return
+        from kedro.io import DatasetError
+
+        try:
+            checkpoint = catalog.get("uvit_checkpoint").load()
+        except (DatasetError, KeyError, AttributeError):
+            return  # not there yet: trained or imported in this run
+        if checkpoint is None or not (Path(str(checkpoint)) / "config.json").is_file():
+            return
+        generate = catalog.load("params:generate")
+        prompt_file = catalog.load("prompt_file") if "prompt_file" in catalog else None
+        prompts = list(prompt_file or []) + list(generate.get("prompts") or [])
+        check_requested_conditions(
+            read_checkpoint_info(checkpoint), prompts, generate.get("classes") or []
+        )
+
+
+class RunLocks:
+    """Releases the folder locks nodes took for the run (`pipelines._staging.hold_for_run`) once the
+    run has saved its outputs, or failed."""
+
+    @hook_impl
+    def after_pipeline_run(self) -> None:
+        release_run_locks()
+
+    @hook_impl
+    def on_pipeline_error(self) -> None:
+        self.after_pipeline_run()
+
+
 def _git_commit(cwd: Path) -> str | None:
     try:
         out = subprocess.run(
@@ -72,6 +142,55 @@ def _git_commit(cwd: Path) -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
+
+
+PID_TAG, HOST_TAG = "uvit.pid", "uvit.host"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def mark_orphaned_runs(client=None) -> list[str]:
+    """Mark KILLED every RUNNING MLflow run opened on this host by a process that no longer exists
+    (a `kedro run` killed with SIGKILL never ends its run); returns their ids."""
+    import mlflow
+
+    client = client or mlflow.MlflowClient()
+    host = socket.gethostname()
+    killed = []
+    try:
+        experiments = [e.experiment_id for e in client.search_experiments()]
+        runs = (
+            client.search_runs(
+                experiments,
+                filter_string=f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = '{host}'",
+                max_results=1000,
+            )
+            if experiments
+            else []
+        )
+    except Exception as err:  # tracking store unreachable: this is housekeeping, not the run
+        log.warning("Could not look for orphaned MLflow runs: %s", err)
+        return killed
+    for run in runs:
+        pid = run.data.tags.get(PID_TAG, "")
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            client.set_terminated(run.info.run_id, status="KILLED")
+            killed.append(run.info.run_id)
+            log.warning(
+                "MLflow run %s (%s) was left RUNNING by process %s, which is gone: marked KILLED",
+                run.info.run_id,
+                run.data.tags.get("mlflow.runName", ""),
+                pid,
+            )
+    return killed
 
 
 class MlflowTracking:
@@ -109,6 +228,7 @@ class MlflowTracking:
         self._names = list(run_params.get("pipeline_names") or ["__default__"])
         self._nodes_run, self._named = 0, False
         self._started_ms = int(time.time() * 1000)
+        mark_orphaned_runs()
         self._name_run()
 
     def _name_run(self) -> None:
@@ -120,7 +240,8 @@ class MlflowTracking:
             return
         names = ["default" if n == "__default__" else n for n in self._names]
         mlflow.set_tag("mlflow.runName", f"{self._env} · {'+'.join(names)}")
-        tags = {"kedro.env": self._env}
+        # Who runs it: a later start marks the run KILLED if this process is gone (kill -9).
+        tags = {"kedro.env": self._env, PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
         commit = _git_commit(Path.cwd())
         if commit:
             tags["git.commit"] = commit
@@ -204,6 +325,8 @@ class MlflowTracking:
         kind = meta.get("mlflow")
         if self._run() is None or kind is None:
             return
+        if meta.get("mlflow_history"):
+            self._log_history(dataset_name, meta["mlflow_history"])
         if kind == "tag":
             self._tag_location(dataset_name, data)
         elif kind == "metrics":
@@ -220,6 +343,33 @@ class MlflowTracking:
                 mlflow.log_text(data, f"{folder}/{filename}")
         else:
             raise ValueError(f"catalog entry {dataset_name}: unknown metadata mlflow={kind!r}")
+
+    def _log_history(self, name: str, filename: str) -> None:
+        """Log every complete record of the entry's JSON-lines history (`metadata: mlflow_history`)
+        that the run does not hold yet: a resumed training logged only its own steps live."""
+        import mlflow
+        from mlflow.entities import Metric
+
+        from uvit_pipeline.training.monitor import read_jsonl
+
+        where = getattr(self._catalog.get(name), "location", None)
+        path = Path(str(where)) / filename if where else None
+        if path is None or not path.is_file():
+            return
+        run_id = self._run().info.run_id
+        client = mlflow.MlflowClient()
+        logged = {m.step for m in client.get_metric_history(run_id, "loss")}
+        metrics = [
+            Metric(key, float(value), int(float(r.get("time", time.time())) * 1000), int(r["step"]))
+            for r in read_jsonl(path)
+            if isinstance(r.get("step"), int) and r["step"] not in logged
+            for key, value in r.items()
+            if key not in ("step", "time") and isinstance(value, int | float)
+        ]
+        for lo in range(0, len(metrics), 1000):  # MLflow's batch limit
+            client.log_batch(run_id, metrics=metrics[lo : lo + 1000])
+        if metrics:
+            log.info("Logged %d earlier metric values of %s to MLflow", len(metrics), path)
 
     @hook_impl
     def after_pipeline_run(self) -> None:

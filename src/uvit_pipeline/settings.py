@@ -121,9 +121,19 @@ CONFIG_LOADER_ARGS = {
 }
 
 from uvit_pipeline.hooks import (  # noqa: E402
+    CatalogGuard,
+    CheckGenerateRequest,
     ExperimentPipelines,
     MlflowTracking,
+    RunLocks,
     ValidateParameters,
 )
 
-HOOKS = (ExperimentPipelines(), ValidateParameters(), MlflowTracking())
+HOOKS = (
+    ExperimentPipelines(),
+    ValidateParameters(),
+    CatalogGuard(),
+    CheckGenerateRequest(),
+    RunLocks(),
+    MlflowTracking(),
+)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import struct
 import subprocess
 import sys
@@ -14,6 +15,22 @@ import pytest
 from PIL import Image
 
 from uvit_pipeline._io import StagingLock
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A real 512 KiB filesystem (mounted as root; skipped where mounting is not possible)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (CI runs this test as root)")
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mnt)], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    yield mnt
+    subprocess.run(["umount", str(mnt)], check=True)
 
 
 @pytest.fixture
@@ -57,14 +74,16 @@ def imagenet_tree(root: Path, per_class: int = 5, classes: int = 2, size: int = 
 
 
 class LockHolder:
-    """Another process holding a `StagingLock` on `folder` until `close()`."""
+    """Another process holding a `StagingLock` on `folder` until `close()`; with `run=True`, the lock
+    a Kedro run holds on it (`pipelines._staging.hold_for_run`)."""
 
-    def __init__(self, folder: Path):
-        code = (
-            "import sys; from uvit_pipeline._io import StagingLock; "
-            f"lock = StagingLock({str(folder)!r}).acquire(); print('locked', flush=True); "
-            "sys.stdin.read()"
+    def __init__(self, folder: Path, run: bool = False):
+        take = (
+            f"from uvit_pipeline.pipelines._staging import hold_for_run; hold_for_run({str(folder)!r})"
+            if run
+            else f"from uvit_pipeline._io import StagingLock; lock = StagingLock({str(folder)!r}).acquire()"
         )
+        code = f"import sys; {take}; print('locked', flush=True); sys.stdin.read()"
         self.proc = subprocess.Popen(
             [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
         )

@@ -35,6 +35,7 @@ def test_final_export_loads_strictly(trained):
     run_dir, final = trained
     assert final == run_dir / "final"
     assert sorted(p.name for p in final.iterdir() if not p.name.startswith(".")) == [
+        "checksums.json",
         "config.json",
         "nnet.safetensors",
         "nnet_ema.safetensors",

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import codecs
 import hashlib
+import io
 import os
 import pickle
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from .._io import InputRefused, read_regular_file
 
 try:  # numpy >= 2
     from numpy._core.multiarray import _reconstruct
@@ -44,9 +47,10 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
 def _load_pickle(path: Path) -> dict:
     """Unpickle `path` allowing only plain containers and numpy arrays; return a str-keyed dict."""
-    try:
-        with open(path, "rb") as f:
-            obj = _RestrictedUnpickler(f, encoding="bytes").load()
+    try:  # a regular file only (a FIFO would block), read whole: batches are 30 MB
+        obj = _RestrictedUnpickler(io.BytesIO(read_regular_file(path)), encoding="bytes").load()
+    except InputRefused as e:
+        raise ValueError(str(e)) from None
     except pickle.UnpicklingError as e:
         raise pickle.UnpicklingError(f"{path}: {e}") from e
     if not isinstance(obj, dict):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .._io import InputRefused, read_regular_file
 from .images import DEFAULT_MAX_PIXELS
 from .ingest import CHECKSUM_ALGORITHM, _Item, _report_frame, _require_dir, _validate
 
@@ -78,8 +79,10 @@ def _int_key(entry: dict, key: str, where: str, rel: str):
 
 def _load_json(path: Path, rel: str) -> dict:
     try:
-        with open(path, encoding="utf-8") as f:
-            ann = json.load(f)
+        # A regular file only (a FIFO would block); a UTF-8 BOM is accepted, as in prompt files.
+        ann = json.loads(read_regular_file(path).decode("utf-8-sig"))
+    except InputRefused as e:
+        raise CocoAnnotationError(f"{rel}: {e.reason}") from None
     except json.JSONDecodeError as e:  # truncated or hand-edited files
         raise CocoAnnotationError(
             f"{rel}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}, char {e.pos})"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -13,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .._io import atomic_write_json
+from .._io import atomic_write_json, read_json
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +216,7 @@ def generate_demo_data(
         "seed": int(seed),
     }
     meta_path = root / "demo_meta.json"
-    if meta_path.is_file() and json.loads(meta_path.read_text()).get("params") == params:
+    if meta_path.is_file() and read_json(meta_path).get("params") == params:
         log.info("demo data already present at %s; skipping", root)
         return {**summary, "skipped": True, "seconds": 0.0}
     for sub in ("imagenet", "coco"):

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
+from .._io import InputRefused, read_regular_file
+
 # CelebA crop box of the official config (§7.2): top 57, left 25, 128x128 (centre x=89, y=121).
 CELEBA_TOP, CELEBA_LEFT, CELEBA_CROP = 57, 25, 128
 
@@ -27,18 +29,29 @@ class ImageError(Exception):
         super().__init__(f"{self.path}: {reason}")
 
 
-def read_bytes(path: str | os.PathLike) -> bytes:
-    """Read a whole file, turning OS errors into `ImageError("unreadable: ...")`."""
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as e:
-        raise ImageError(path, f"unreadable: {e.strerror or e}") from e
-
-
 # The largest image PIL opens without a decompression-bomb warning; `max_pixels` of the decoders.
 # ImageNet's largest photos hold ~30 M pixels, COCO's < 0.5 M; 89.5 M RGB pixels decode to 268 MB.
 DEFAULT_MAX_PIXELS = 89_478_485
+
+
+def max_file_bytes(max_pixels: int | None) -> int | None:
+    """The largest file read as an image of at most `max_pixels` pixels: 8 bytes per pixel (an
+    uncompressed 16-bit RGBA image) plus 16 MiB of metadata; None when pixels are not limited."""
+    return None if max_pixels is None else 8 * int(max_pixels) + (16 << 20)
+
+
+def read_bytes(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> bytes:
+    """Read a whole image file, turning OS errors into `ImageError("unreadable: ...")`. Only regular
+    files are opened (a FIFO, socket or device, even behind a symlink, is `not a regular file`),
+    and a file larger than `max_file_bytes(max_pixels)` is `file too large`, checked on its size
+    before reading (`max_pixels=None`: no limit)."""
+    try:
+        return read_regular_file(path, max_file_bytes(max_pixels))
+    except InputRefused as e:
+        raise ImageError(path, e.reason) from None
+    except OSError as e:
+        raise ImageError(path, f"unreadable: {e.strerror or e}") from e
+
 
 _pil_lock = threading.Lock()
 _pil_users = 0
@@ -152,7 +165,7 @@ def decode_rgb(
 
 def load_rgb(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Load `path` as a fully decoded RGB PIL image (raises `ImageError` with a reason)."""
-    return decode_rgb(read_bytes(path), path, max_pixels)
+    return decode_rgb(read_bytes(path, max_pixels), path, max_pixels)
 
 
 def center_crop_adm(img: Image.Image, size: int) -> Image.Image:

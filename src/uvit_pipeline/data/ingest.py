@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
+from .._io import read_regular_file
 from .cifar import read_cifar10, read_cifar10_batches
 from .images import DEFAULT_MAX_PIXELS, ImageError, decode_rgb, read_bytes
 
@@ -60,7 +61,7 @@ def _default_workers() -> int:
 def _check(item: _Item, max_pixels: int | None) -> tuple[_Item, tuple | str]:
     """Read, hash and fully decode one file -> (item, (w, h, checksum)) or (item, reason)."""
     try:
-        data = read_bytes(item.abspath)
+        data = read_bytes(item.abspath, max_pixels)
         img = decode_rgb(data, item.abspath, max_pixels)
     except ImageError as e:
         return item, e.reason
@@ -276,7 +277,8 @@ def scan_celeba(
     want = CELEBA_SPLITS[split]
     items, report = [], []
     part_file = base / "list_eval_partition.txt"
-    for lineno, line in enumerate(part_file.read_text().splitlines(), 1):
+    text = read_regular_file(part_file).decode("utf-8", errors="replace")  # never a FIFO
+    for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         parts = line.split()
@@ -286,7 +288,7 @@ def scan_celeba(
             continue
         f = base / "img_align_celeba" / parts[0]
         rel = f.relative_to(root).as_posix()
-        if f.is_file():
+        if f.exists() and not f.is_dir():  # a FIFO or device is reported by the read
             items.append(_Item(rel, str(f), 0, "celeba"))
         else:
             report.append((rel, _missing_reason(f)))

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from .._io import StagingLock, atomic_write, atomic_write_json
+from .._io import StagingLock, atomic_write, atomic_write_json, read_json
 from . import store_format as fmt
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ class FeatureStoreWriter:
             and fmt.sums_file(self.root, self._shard).is_file()
             and all(fmt.shard_file(self.root, self._shard, k).is_file() for k in self.fields)
         ):
-            sums = json.loads(fmt.sums_file(self.root, self._shard).read_text(encoding="utf-8"))
+            sums = read_json(fmt.sums_file(self.root, self._shard), "Delete the staging folder")
             self._checksums.update(sums["sha256"])
             self._skipped.extend(sums["skipped"])
             n = pq.read_metadata(fmt.part_file(self.root, self._shard)).num_rows

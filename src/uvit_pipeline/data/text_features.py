@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .._io import StagingLock, atomic_write, atomic_write_json
+from .._io import StagingLock, atomic_write, atomic_write_json, read_json
 from .feature_store import FeatureStore, FeatureStoreIncomplete
 from .store_writer import FeatureStoreWriter
 
@@ -218,7 +218,7 @@ def extract_text_features(
     plan = _plan(manifest, image_rows)
     identity = text_encoder_identity(encoder, max_length)
     out = Path(out_dir)
-    metas = {p: json.loads(p.read_text()) for p in
+    metas = {p: read_json(p) for p in
              [out / "meta.json", *(out / store_split(s) / "meta.json" for s, _ in plan)]
              if p.is_file()}  # fmt: skip
     for path, meta in metas.items():  # refuse before anything is written
@@ -391,7 +391,7 @@ class TextFeatures:
 
     @property
     def prompts(self) -> list[str]:
-        prompts = json.loads((self.root / "prompts.json").read_text(encoding="utf-8"))
+        prompts = read_json(self.root / "prompts.json")
         if not isinstance(prompts, list) or not all(isinstance(p, str) for p in prompts):
             raise ValueError(f"{self.root / 'prompts.json'}: expected a list of prompt strings")
         return prompts

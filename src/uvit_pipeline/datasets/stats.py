@@ -1,4 +1,8 @@
-"""Reference statistics (`mu`, `sigma`) in the official `fid_stats_*.npz` format."""
+"""Reference statistics (`mu`, `sigma`) in the official `fid_stats_*.npz` format.
+
+Statistics the project computes are saved with their sha256 in a sibling `<name>.sha256` (written
+after the .npz); loading checks it and refuses a damaged file, naming it. Official files carry none.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from typing import Any
 import numpy as np
 from kedro.io import AbstractVersionedDataset, DatasetError, Version
 
-from uvit_pipeline._io import atomic_write
+from uvit_pipeline._io import atomic_write, atomic_write_text, sha256_file
 from uvit_pipeline.metrics.fid import load_stats
 
 
@@ -27,6 +31,14 @@ class NpzStatsDataset(AbstractVersionedDataset[dict, dict]):
 
     def load(self) -> dict:
         path = Path(self._get_load_path().as_posix())
+        recorded = path.with_name(path.name + ".sha256")
+        if path.is_file() and recorded.is_file():
+            if sha256_file(path) != recorded.read_text(encoding="utf-8").strip():
+                raise DatasetError(
+                    f"Statistics file '{path}' is damaged: its sha256 differs from the one recorded "
+                    f"in {recorded.name} when it was written. Delete the folder {path.parent} and "
+                    "re-run the pipeline that computes it (fid_reference or import_pretrained)."
+                )
         try:
             mu, sigma = load_stats(path)  # checks keys, shapes, no pickles
         except FileNotFoundError as err:
@@ -48,7 +60,8 @@ class NpzStatsDataset(AbstractVersionedDataset[dict, dict]):
             "sigma": np.asarray(data["sigma"]),
             "network": np.asarray(data.get("network", "inception_v3_fid")),
         }
-        atomic_write(self._get_save_path().as_posix(), lambda f: np.savez(f, **arrays))
+        path = atomic_write(self._get_save_path().as_posix(), lambda f: np.savez(f, **arrays))
+        atomic_write_text(path.with_name(path.name + ".sha256"), sha256_file(path) + "\n")
 
     def _exists(self) -> bool:
         return Path(self._get_load_path().as_posix()).is_file()

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from uvit_pipeline._io import entry_load_error
+
 if TYPE_CHECKING:  # diffusers is imported where a VAE is built, so latent sampling works without it
     from diffusers import AutoencoderKL
 
@@ -77,6 +79,8 @@ def load_autoencoder(
         vae = AutoencoderKL.from_pretrained(name, **kwargs)
     except (OSError, ValueError) as err:  # not cached + offline, missing files, HTTP errors
         raise RuntimeError(_offline_message(name, str(err).splitlines()[0])) from err
+    except Exception as err:  # a damaged weights file: UnpicklingError, safetensors errors, ...
+        raise entry_load_error("autoencoder`/`decoder", name, err) from err
     if not vae.config.use_quant_conv:
         # §4.5: moments are taken after quant_conv (1×1, 8->8); a VAE without it is not the KL-f8 family
         raise ValueError(

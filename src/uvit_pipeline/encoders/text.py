@@ -23,6 +23,8 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer, CLIPTextModel, CLIPTokenizer
 
+from uvit_pipeline._io import entry_load_error
+
 from .autoencoder import state_dict_sha256
 
 log = logging.getLogger(__name__)
@@ -109,6 +111,8 @@ def load_text_encoder(
         )
     except (OSError, ValueError) as err:  # not cached + offline, missing files, HTTP errors
         raise RuntimeError(_offline_message(name, str(err).splitlines()[0])) from err
+    except Exception as err:  # a damaged weights file: UnpicklingError, safetensors errors, ...
+        raise entry_load_error("text_encoder", name, err) from err
     if info.get("missing_keys"):  # would be randomly initialised: never encode with that
         missing = sorted(info["missing_keys"])
         raise ValueError(

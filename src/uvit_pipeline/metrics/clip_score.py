@@ -19,6 +19,8 @@ import torch
 from tqdm.auto import tqdm
 from transformers import CLIPModel, CLIPProcessor
 
+from uvit_pipeline._io import entry_load_error
+
 log = logging.getLogger(__name__)
 
 CLIP_SCORE_MODEL = "openai/clip-vit-large-patch14"
@@ -76,6 +78,8 @@ def load_clip_scorer(
         model = CLIPModel.from_pretrained(name, **kwargs)
     except (OSError, ValueError) as err:  # not cached + offline, missing files, HTTP errors
         raise RuntimeError(_offline_message(name, str(err).splitlines()[0])) from err
+    except Exception as err:  # a damaged weights file: UnpicklingError, safetensors errors, ...
+        raise entry_load_error("clip_model", name, err) from err
     model = model.to(device).eval().requires_grad_(False)
     log.info("Loaded CLIP model %s for the CLIP score", name)
     return ClipScorer(model=model, processor=processor, name=name)

@@ -5,13 +5,12 @@ A distance computed in the demo classifier's feature space is reported as ``demo
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from uvit_pipeline._io import atomic_write_json
+from uvit_pipeline._io import atomic_write_json, read_json
 
 from . import demo_classifier, fid
 
@@ -29,7 +28,7 @@ def write_network_dir(out_dir: str | Path, info: dict) -> Path:
 def load_feature_network(path: str | Path, device: str = "cpu", batch_size: int = 200):
     """Directory written by the fid_reference pipeline -> (info dict, features_fn(uint8 NCHW) -> (N, d))."""
     path = Path(path)
-    info = json.loads((path / "network.json").read_text())
+    info = read_json(path / "network.json", "Delete the folder and re-run fid_reference")
     if info["network"] == "demo_classifier":
         model = demo_classifier.load_classifier(path / "classifier.safetensors")
 

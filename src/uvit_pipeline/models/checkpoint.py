@@ -8,7 +8,7 @@ the model arguments, the null label, the schedule and the latent scale are deriv
 
 from __future__ import annotations
 
-import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +16,7 @@ from typing import Any
 
 from safetensors.torch import load_file
 
+from .._io import CHECKSUMS, UnreadableFile, read_json, sha256_file, verify_checksums
 from .config import UViTConfig
 from .uvit import UViT
 
@@ -107,12 +108,51 @@ class CheckpointInfo:
         return None if not self.is_text else (self.model.num_clip_token, self.model.clip_dim)
 
 
+log = logging.getLogger(__name__)
+
+
+def _remedy(p: Path) -> str:
+    return (
+        f"The checkpoint in {p} is unusable: delete that folder (for a catalog version, its version "
+        "folder: the previous version is then used) and export it again by re-running training "
+        "(it resumes from the newest intact training state) or import_pretrained"
+    )
+
+
 def _read_config(p: Path) -> dict:
     if (p / "config.json").is_file():
-        return json.loads((p / "config.json").read_text(encoding="utf-8"))
+        return read_json(p / "config.json", _remedy(p))
     if (p / "state.json").is_file():
-        return json.loads((p / "state.json").read_text(encoding="utf-8")).get("config", {})
+        return read_json(p / "state.json", _remedy(p)).get("config", {})
     raise FileNotFoundError(f"{p} has neither config.json nor state.json")
+
+
+def _verify(p: Path) -> None:
+    """Refuse a damaged file of a checkpoint directory, naming it: a final export or an import is
+    checked against its `checksums.json`, a training state against the hashes in its state.json."""
+    remedy = _remedy(p)
+    if (p / "config.json").is_file():
+        if not verify_checksums(p, remedy):
+            log.warning(
+                "%s has no %s (exported by an older release): its weights cannot be verified",
+                p,
+                CHECKSUMS,
+            )
+        return
+    state = read_json(p / "state.json", remedy)
+    for name, want in (state.get("file_sha256") or {}).items():
+        if name.endswith(".safetensors") and (p / name).is_file():
+            if sha256_file(p / name) != want:
+                raise UnreadableFile(
+                    p / name, "is damaged: its sha256 differs from state.json", remedy
+                )
+
+
+def _load_weights(path: Path, remedy: str) -> dict:
+    try:
+        return load_file(path)
+    except Exception as e:  # safetensors raises its own error types for a truncated file
+        raise UnreadableFile(path, f"cannot be read ({type(e).__name__}: {e})", remedy) from None
 
 
 def read_checkpoint_info(path: str | os.PathLike) -> CheckpointInfo:
@@ -133,11 +173,12 @@ def load_checkpoint_dir(path: str | os.PathLike) -> tuple[dict, dict, dict | Non
     if not p.is_dir():
         raise FileNotFoundError(f"checkpoint directory {p} does not exist")
     config = _read_config(p)
+    _verify(p)
     if not (p / "nnet_ema.safetensors").is_file():
         raise FileNotFoundError(f"checkpoint directory {p} lacks nnet_ema.safetensors")
-    raw_file = p / "nnet.safetensors"
-    raw = load_file(raw_file) if raw_file.is_file() else None
-    return config, load_file(p / "nnet_ema.safetensors"), raw
+    raw_file, remedy = p / "nnet.safetensors", _remedy(p)
+    raw = _load_weights(raw_file, remedy) if raw_file.is_file() else None
+    return config, _load_weights(p / "nnet_ema.safetensors", remedy), raw
 
 
 def load_uvit_from_checkpoint(path: str | os.PathLike, which: str = "ema") -> UViT:

@@ -108,7 +108,6 @@ DERIVED = ("model", "training")
 OPTIONAL_KEYS = ("model",)
 
 SCHEMA: dict[str, Any] = {
-    "experiment": _p(string, "the experiment's name (from globals.yml; catalog paths carry it)"),
     "paths": {
         "staging": _p(string, "where nodes build directory outputs before the catalog moves them"),
         "train_state": _p(string, "where training runs keep their resumable states"),

@@ -18,21 +18,50 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     return ImageFont.load_default(size=size)
 
 
-def _wrap(text: str, font, width: int) -> list[str]:
-    """Greedy word wrap to `width` pixels; words wider than a line are split by characters."""
+# A row label (class name or prompt) is cut to this many characters and wrapped to at most this many
+# lines, the last ending with an ellipsis when cut, so a label costs linear time and a bounded strip:
+# a grid is at most rows·(H·scale + MAX_LABEL_LINES text lines) high whatever the prompts.
+MAX_LABEL_CHARS = 300
+MAX_LABEL_LINES = 3
+ELLIPSIS = "…"
+
+
+def _fit(text: str, font, width: int) -> int:
+    """How many leading characters of `text` fit in `width` pixels (at least 1); linear in the
+    answer (character advances summed, then checked on the prefix)."""
+    total, cut = 0.0, len(text)
+    for i, ch in enumerate(text):
+        total += font.getlength(ch)
+        if total > width:
+            cut = i
+            break
+    cut = max(1, cut)
+    while cut > 1 and font.getlength(text[:cut]) > width:  # kerning: rarely more than a step
+        cut -= 1
+    return cut
+
+
+def _wrap(
+    text: str, font, width: int, max_lines: int = MAX_LABEL_LINES, max_chars: int = MAX_LABEL_CHARS
+) -> list[str]:
+    """Greedy word wrap to `width` pixels; words wider than a line are split by characters. The
+    text is cut to `max_chars` characters and the result to `max_lines` lines, the last one ending
+    with an ellipsis when anything was cut."""
+    cut = len(text) > max_chars
+    text = text[:max_chars]
     lines: list[str] = []
     line = ""
     for word in text.split():
-        while font.getlength(word) > width and len(word) > 1:
-            cut = max(
-                1,
-                next((i for i in range(len(word), 0, -1) if font.getlength(word[:i]) <= width), 1),
-            )
+        if len(lines) > max_lines:
+            cut = True
+            break
+        while len(word) > 1 and font.getlength(word) > width:
+            n = _fit(word, font, width)
             if line:
                 lines.append(line)
                 line = ""
-            lines.append(word[:cut])
-            word = word[cut:]
+            lines.append(word[:n])
+            word = word[n:]
         candidate = f"{line} {word}" if line else word
         if font.getlength(candidate) <= width:
             line = candidate
@@ -41,6 +70,13 @@ def _wrap(text: str, font, width: int) -> list[str]:
             line = word
     if line:
         lines.append(line)
+    if len(lines) > max_lines:
+        lines, cut = lines[:max_lines], True
+    if cut and lines:
+        last = lines[-1]
+        while last and font.getlength(last + ELLIPSIS) > width:
+            last = last[:-1]
+        lines[-1] = last.rstrip() + ELLIPSIS
     return lines
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import torch.distributed as dist
 
+from .._io import read_json
 from .config import TrainConfig
 from .loop import train
 
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     path = Path(args.config)
     if not path.is_file():
         parser.error(f"--config {path} does not exist")
-    config = TrainConfig.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    config = TrainConfig.from_dict(read_json(path))
     final = train(config)  # validates first, against the processes it runs on
     logging.getLogger(__name__).info("Final checkpoint: %s", final)
     _shutdown_process_group()

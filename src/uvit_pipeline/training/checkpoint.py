@@ -6,7 +6,8 @@ Training state: `<run_dir>/ckpts/<step>.ckpt/` with `nnet.safetensors`, `nnet_em
 leaves only a `.tmp` directory that resume ignores. `state.json`, written last, records the sha256
 of every other file; resume verifies them and falls back to the newest intact state.
 Final export: `<run_dir>/final/` with `nnet_ema.safetensors`, `nnet.safetensors`, `config.json`,
-`summary.json`, written the same way; readers load it with `models.checkpoint` (re-exported here).
+`summary.json`, written the same way, and `checksums.json` (sha256 of each) written last; readers
+load it with `models.checkpoint` (re-exported here), which checks them and refuses a damaged file.
 """
 
 from __future__ import annotations
@@ -24,7 +25,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .._io import atomic_write_json, replace_dir
+from .._io import (
+    atomic_write_json,
+    replace_dir,
+    write_checksums,
+    writing,
+)
 from ..models.checkpoint import load_checkpoint_dir, load_uvit_from_checkpoint
 
 __all__ = [
@@ -107,14 +113,15 @@ def save_training_state(
     """Write `<ckpt_root>/<step>.ckpt/` atomically and prune to the newest `keep_last` states."""
     final = Path(ckpt_root) / f"{step}.ckpt"
     tmp = _fresh_tmp(final)
-    save_file(_cpu_state(nnet), tmp / "nnet.safetensors")
-    save_file(_cpu_state(nnet_ema), tmp / "nnet_ema.safetensors")
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    torch.save(lr_scheduler.state_dict(), tmp / "lr_scheduler.pt")
-    if scaler is not None:
-        torch.save(scaler.state_dict(), tmp / "scaler.pt")
-    sums = {f.name: _sha256(f) for f in sorted(tmp.iterdir()) if f.is_file()}
-    write_json(tmp / "state.json", {**state, "step": step, "file_sha256": sums})
+    with writing(tmp):  # a full disk names the state being written
+        save_file(_cpu_state(nnet), tmp / "nnet.safetensors")
+        save_file(_cpu_state(nnet_ema), tmp / "nnet_ema.safetensors")
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(lr_scheduler.state_dict(), tmp / "lr_scheduler.pt")
+        if scaler is not None:
+            torch.save(scaler.state_dict(), tmp / "scaler.pt")
+        sums = {f.name: _sha256(f) for f in sorted(tmp.iterdir()) if f.is_file()}
+        write_json(tmp / "state.json", {**state, "step": step, "file_sha256": sums})
     _commit_dir(tmp, final)
     if keep_last is not None:
         for old in list_checkpoints(ckpt_root)[:-keep_last]:
@@ -216,9 +223,11 @@ def export_final(
     """Write the final export directory atomically; returns its path."""
     final = Path(final_dir)
     tmp = _fresh_tmp(final)
-    save_file(_cpu_state(nnet_ema), tmp / "nnet_ema.safetensors")
-    save_file(_cpu_state(nnet), tmp / "nnet.safetensors")
-    write_json(tmp / "config.json", config)
-    write_json(tmp / "summary.json", summary)
+    with writing(tmp):
+        save_file(_cpu_state(nnet_ema), tmp / "nnet_ema.safetensors")
+        save_file(_cpu_state(nnet), tmp / "nnet.safetensors")
+        write_json(tmp / "config.json", config)
+        write_json(tmp / "summary.json", summary)
+        write_checksums(tmp, list(FINAL_FILES))
     _commit_dir(tmp, final)
     return final

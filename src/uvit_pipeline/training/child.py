@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
 
-from .._io import atomic_write_json
+from .._io import atomic_write_json, read_json
 from ..launch import LaunchSpec, run_under_accelerate
 from .config import TrainConfig
 
@@ -46,7 +45,7 @@ def launch_training(
         raise RuntimeError(
             f"training child succeeded but {final} has no summary.json (log: {log_path})"
         )
-    summary = json.loads((final / "summary.json").read_text(encoding="utf-8"))
+    summary = read_json(final / "summary.json")
     logger.info(
         "Training finished: %s", {k: summary.get(k) for k in ("steps", "final_loss", "wall_time_s")}
     )

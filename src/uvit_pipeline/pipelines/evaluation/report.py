@@ -11,6 +11,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from uvit_pipeline._io import read_json
+
 MEANINGS = {
     "fid": "Fréchet Inception Distance to the reference statistics (pytorch-fid Inception, lower is "
     "better); comparable with the paper only with the official statistics file and 50K samples.",
@@ -66,9 +68,9 @@ def write_run_report(
 ) -> str:
     """HTML report of one evaluation (logged to MLflow next to the metrics)."""
     ckpt = Path(uvit_checkpoint)
-    config = json.loads((ckpt / "config.json").read_text())
+    config = read_json(ckpt / "config.json")
     summary_file = ckpt / "summary.json"
-    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
+    summary = read_json(summary_file) if summary_file.is_file() else {}
     metric_rows = "".join(
         f"<tr><td><code>{k}</code></td><td>{v:.4g}</td><td>{html.escape(_meaning(k))}</td></tr>"
         for k, v in evaluation_metrics.items()

@@ -11,11 +11,13 @@ import torch
 from PIL import Image
 
 from uvit_pipeline._io import atomic_write
+from uvit_pipeline.models.checkpoint import read_checkpoint_info
 from uvit_pipeline.pipelines._sampling import class_names, sampling_spec
 from uvit_pipeline.pipelines._staging import staging_dir
 from uvit_pipeline.sampling import build_sampler
 from uvit_pipeline.sampling.conditions import check_text_identity, encode_prompt_conditions
 from uvit_pipeline.sampling.grid import labelled_grid
+from uvit_pipeline.sampling.requests import check_requested_conditions
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,10 @@ def generate_images(
     """`generate.n_per_condition` images per prompt (`generate.prompts` or the prompt file), per class
     (`generate.classes`: indices or names), or of an unconditional model; PNGs named by condition and
     index, plus a grid with each row's prompt or class written under it."""
+    requested = list(prompt_file or []) + list(generate["prompts"])
+    check_requested_conditions(
+        read_checkpoint_info(uvit_checkpoint), requested, generate["classes"]
+    )
     spec = sampling_spec(
         uvit_checkpoint, autoencoder, decoder, generate, n_samples=1, batch_size=1, seed=0,
         text_features="<prompts>", cfg_param="generate.cfg_scale",

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from uvit_pipeline._io import atomic_write_json
+from uvit_pipeline._io import atomic_write_json, write_checksums
 from uvit_pipeline.models import OFFICIAL_CONFIGS, CheckpointInfo
 from uvit_pipeline.models.official import (
     OFFICIAL_DIFFUSION,
@@ -76,5 +76,6 @@ def import_official_files(
     CheckpointInfo.from_config(config, out)  # what sampling will read: refuse a config it cannot
     atomic_write_json(out / "config.json", config)
     atomic_write_json(out / "summary.json", {"imported": True, "official_config": name})
+    write_checksums(out, ["nnet_ema.safetensors", "config.json", "summary.json"])
     log.info("Imported %s as %s (%d tensors)", pretrained_checkpoint, name, len(state))
     return str(out), official_fid_stats, network

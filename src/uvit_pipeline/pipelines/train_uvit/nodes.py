@@ -5,16 +5,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import shutil
 from pathlib import Path
 
 from PIL import Image
 
+from uvit_pipeline._io import atomic_write_text, read_json, write_checksums
 from uvit_pipeline.fields import not_identity
 from uvit_pipeline.launch import LaunchSpec
 from uvit_pipeline.pipelines._figures import figure_image, new_figure
-from uvit_pipeline.pipelines._staging import identity_key
+from uvit_pipeline.pipelines._staging import hold_for_run, identity_key
 from uvit_pipeline.training import TrainConfig, launch_training
+from uvit_pipeline.training.monitor import read_jsonl
 
 log = logging.getLogger(__name__)
 # Settings that do not change what is trained (declared `identity=False` on `TrainConfig`, n_steps
@@ -39,7 +40,7 @@ def store_identity(store_path: str) -> str:
     meta_file = Path(store_path) / "meta.json"
     if not meta_file.is_file():
         return store_path
-    meta = json.loads(meta_file.read_text())
+    meta = read_json(meta_file, f"Delete the feature store {store_path} and re-run features")
     return meta.get("content_id") or identity_key(meta)
 
 
@@ -83,7 +84,7 @@ def make_train_config(
 
 def loss_curve(run_dir: Path) -> Image.Image:
     """The run's loss (log scale) and learning rate against the step, from `metrics.jsonl`."""
-    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x]
+    rows = [r for r in read_jsonl(run_dir / "metrics.jsonl") if {"step", "loss", "lr"} <= set(r)]
     steps = [r["step"] for r in rows]
     fig, ax = new_figure(7, 4)
     ax.plot(steps, [r["loss"] for r in rows], color="tab:blue", label="loss")
@@ -120,11 +121,18 @@ def train_uvit(
         text_path=text_features,
     )
     spec = LaunchSpec.from_params({k: v for k, v in launcher.items() if k != "cpu"}, cpu=config.cpu)
+    # Held until the Kedro run ends: the child's training, this post-processing of final/ and its
+    # move into the catalog. A second identical training is refused here, naming this one.
+    hold_for_run(config.run_dir, "training run")
     final = launch_training(config, spec)
-    summary = json.loads((final / "summary.json").read_text())
+    summary = read_json(final / "summary.json")
     summary["run_dir"] = config.run_dir
     # The checkpoint carries its own training curve (the run report and notebooks read it there).
     curve = loss_curve(Path(config.run_dir))
     curve.save(final / "loss_curve.png")
-    shutil.copyfile(Path(config.run_dir) / "metrics.jsonl", final / "metrics.jsonl")
+    # The export carries the complete records only (a torn line of a crashed run is left behind).
+    records = read_jsonl(Path(config.run_dir) / "metrics.jsonl")
+    atomic_write_text(final / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+    summary["logged_records"] = len(records)
+    write_checksums(final)  # the export's checksums now cover the curve and the log too
     return str(final), summary, curve
