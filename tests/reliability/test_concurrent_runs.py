@@ -10,13 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from uvit_pipeline.pipelines.train_uvit import nodes as training_nodes
 
 from tests.pipelines.conftest import PIXEL, TINY, _merge, load_params
 from uvit_pipeline._io import LockedError
 from uvit_pipeline.hooks import RunLocks
 from uvit_pipeline.pipelines import _staging
 from uvit_pipeline.pipelines._staging import hold_for_run, staging_dir
+from uvit_pipeline.pipelines.train_uvit import nodes as training_nodes
 
 from ..training.conftest import write_pixel_store
 from .conftest import LockHolder

@@ -7,7 +7,6 @@ import json
 import logging
 
 from uvit_pipeline.pipelines.train_uvit.nodes import loss_curve
-
 from uvit_pipeline.training.monitor import JsonlWriter, read_jsonl, repair_jsonl
 
 
