@@ -505,7 +505,7 @@ def _probe(out_dir: str | None, cpu: bool) -> int:
     import torch.distributed as dist
     from accelerate import PartialState
 
-    state = PartialState(cpu=cpu)
+    state = PartialState(cpu=cpu or not torch.cuda.is_available())
     t = torch.tensor([float(state.process_index + 1)], device=state.device)
     if state.num_processes > 1:
         dist.all_reduce(t)
