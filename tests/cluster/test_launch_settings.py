@@ -208,3 +208,27 @@ def test_host_list_expansion(nodelist, hosts):
         )
         if out.returncode == 0:
             assert out.stdout.split() == hosts
+
+
+@pytest.mark.slow
+def test_two_machines_on_loopback_each_exit_zero(tmp_path):
+    """Two machines named by address (127.0.0.1), each its own command with its own rank."""
+    port = launch.free_port()
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "uvit_pipeline.launch", "check", "--cpu"]
+            + ["--num-processes", "2", "--num-machines", "2", "--machine-rank", str(rank)]
+            + ["--main-process-ip", "127.0.0.1", "--main-process-port", str(port)]
+            + ["--rendezvous-timeout-s", "60", "--work-dir", str(tmp_path / f"m{rank}")]
+            + ["--out", str(tmp_path / "out")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
+    outs = [p.communicate(timeout=120)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    ranks = [json.loads((tmp_path / "out" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert all(r["world_size"] == 2 and r["sum"] == r["expected"] for r in ranks)
+    assert (tmp_path / "m1" / "accelerate_config.machine1.json").is_file()
