@@ -114,9 +114,9 @@ class LaunchSpec:
         nodes = num("SLURM_NNODES", env.get("SLURM_JOB_NUM_NODES"))
         node_rank = num("SLURM_NODEID", "0")
         cpu = bool(given.get("cpu", False))
-        gpus = _slurm_gpus_per_node(env)
+        gpus, gpu_var = _slurm_gpus_per_node(env)
         if gpus and not cpu:
-            per_node, source = gpus, f"{gpus} GPUs per node (SLURM_GPUS_ON_NODE)"
+            per_node, source = gpus, f"{gpus} GPUs per node ({gpu_var})"
         elif env.get("SLURM_NTASKS_PER_NODE"):
             per_node = num("SLURM_NTASKS_PER_NODE")
             source = f"{per_node} tasks per node (SLURM_NTASKS_PER_NODE)"
@@ -197,13 +197,14 @@ class LaunchSpec:
         return free_port() if self.num_machines == 1 else 29500
 
 
-def _slurm_gpus_per_node(env: Mapping[str, str]) -> int:
-    """GPUs allocated on this node: SLURM_GPUS_ON_NODE, else SLURM_GPUS_PER_NODE ("4", "a100:4")."""
+def _slurm_gpus_per_node(env: Mapping[str, str]) -> tuple[int, str]:
+    """GPUs allocated on this node and the variable that says so: SLURM_GPUS_ON_NODE, else
+    SLURM_GPUS_PER_NODE ("4" or "a100:4"); (0, "") without GPUs."""
     for name in ("SLURM_GPUS_ON_NODE", "SLURM_GPUS_PER_NODE"):
         m = re.fullmatch(r"(?:[\w.-]+:)?(\d+)", env.get(name, "").strip())
-        if m:
-            return int(m.group(1))
-    return 0
+        if m and int(m.group(1)):
+            return int(m.group(1)), name
+    return 0, ""
 
 
 def expand_hostlist(nodelist: str) -> list[str]:
@@ -424,6 +425,11 @@ def srun_command(
     """The `srun` step that runs `python -m uvit_pipeline.launch` once on each node of the
     allocation; the spec is written to `work_dir` for the nodes to read."""
     env = os.environ if env is None else env
+    if shutil.which("srun") is None:
+        raise ValueError(
+            f"launcher.slurm over {spec.num_machines} nodes starts them with srun, which is not on "
+            "the PATH of this process (run the experiment from the batch script of the job)"
+        )
     spec_path = atomic_write_json(work_dir / "launch_spec.json", dataclasses.asdict(spec))
     cmd = [
         "srun",
@@ -435,7 +441,7 @@ def srun_command(
     ]
     if env.get("SLURM_CPUS_ON_NODE", "").isdigit():
         cmd.append(f"--cpus-per-task={env['SLURM_CPUS_ON_NODE']}")  # the node's CPUs, not 1
-    gpus = _slurm_gpus_per_node(env)
+    gpus, _ = _slurm_gpus_per_node(env)
     if gpus and not spec.cpu:
         cmd.append(f"--gpus-per-task={gpus}")
     return [

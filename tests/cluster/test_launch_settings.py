@@ -168,7 +168,8 @@ def test_missing_peer_fails_within_the_rendezvous_timeout(tmp_path, machine_rank
     assert time.monotonic() - t0 < 60
 
 
-def test_srun_step_runs_one_launcher_per_node(tmp_path, no_scontrol):
+def test_srun_step_runs_one_launcher_per_node(tmp_path, no_scontrol, monkeypatch):
+    monkeypatch.setattr(launch.shutil, "which", lambda n: None if n == "scontrol" else f"/bin/{n}")
     spec = LaunchSpec.from_slurm(slurm_env(SLURM_GPUS_ON_NODE=8))
     cmd = srun_command(
         spec,
@@ -188,6 +189,9 @@ def test_srun_step_runs_one_launcher_per_node(tmp_path, no_scontrol):
     assert cmd[i - 2 : i + 2] == [sys.executable, "-m", "uvit_pipeline.launch", "node"]
     assert cmd[-4:] == ["--", "uvit_pipeline.training", "--config", "c.json"]
     assert LaunchSpec(**json.loads((tmp_path / "launch_spec.json").read_text())) == spec
+    monkeypatch.setattr(launch.shutil, "which", lambda name: None)
+    with pytest.raises(ValueError, match="srun, which is not on the PATH"):
+        srun_command(spec, tmp_path, "m", [], log_path=tmp_path / "x.log", what="child")
 
 
 @pytest.mark.parametrize(
