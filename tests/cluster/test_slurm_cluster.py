@@ -1,5 +1,6 @@
 """Jobs through a real SLURM cluster: the local one of scripts/slurm/local_cluster.sh (two slurmd
-on this host, CI starts it), or any cluster this host can submit to with two nodes free."""
+on this host; CI starts it). Only its partition `local` is used, so running the tests on a login
+node of a real cluster submits nothing there."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SETUP = "bash scripts/slurm/local_cluster.sh up (as root, on Linux)"
+PARTITION = "local"  # the partition local_cluster.sh configures
 
 
 def _cluster_problem() -> str | None:
@@ -26,7 +28,10 @@ def _cluster_problem() -> str | None:
         return f"no SLURM client tools (sbatch, sinfo) on PATH; start a local cluster: {SETUP}"
     try:
         out = subprocess.run(
-            ["sinfo", "-h", "-N", "-o", "%N %T"], capture_output=True, text=True, timeout=20
+            ["sinfo", "-h", "-N", "-p", PARTITION, "-o", "%N %T"],
+            capture_output=True,
+            text=True,
+            timeout=20,
         )
     except subprocess.TimeoutExpired:
         return f"sinfo did not answer within 20 s (slurmctld down?); {SETUP}"
@@ -34,7 +39,7 @@ def _cluster_problem() -> str | None:
     nodes = {line.split()[0] for line in out.stdout.splitlines() if line.split()[-1] in ready}
     if out.returncode != 0 or len(nodes) < 2:
         why = out.stderr.strip() or f"{len(nodes)} node(s) up"
-        return f"no SLURM cluster with 2 nodes up ({why}); {SETUP}"
+        return f"no SLURM partition {PARTITION!r} with 2 nodes up ({why}); {SETUP}"
     return None
 
 
@@ -49,6 +54,7 @@ def sbatch(tmp_path: Path, body: str, *, nodes: int = 2, timeout: int = 240) -> 
     script.write_text(
         textwrap.dedent(f"""\
         #!/bin/bash
+        #SBATCH --partition={PARTITION}
         #SBATCH --nodes={nodes}
         #SBATCH --ntasks-per-node=1
         #SBATCH --time=5
