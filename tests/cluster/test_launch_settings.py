@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import socket
@@ -236,3 +237,14 @@ def test_two_machines_on_loopback_each_exit_zero(tmp_path):
     ranks = [json.loads((tmp_path / "out" / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert all(r["world_size"] == 2 and r["sum"] == r["expected"] for r in ranks)
     assert (tmp_path / "m1" / "accelerate_config.machine1.json").is_file()
+
+
+def test_a_node_of_another_step_size_refuses_to_start(tmp_path, monkeypatch, capsys):
+    spec = LaunchSpec(num_processes=2, num_machines=2, main_process_ip="127.0.0.1", slurm=True)
+    spec_path = tmp_path / "launch_spec.json"
+    spec_path.write_text(json.dumps(dataclasses.asdict(spec)))
+    monkeypatch.setenv("SLURM_STEP_NUM_NODES", "3")
+    monkeypatch.setenv("SLURM_NODEID", "1")
+    argv = ["node", "--spec", str(spec_path), "--work-dir", str(tmp_path), "--log", "x.log"]
+    assert launch.main([*argv, "--", "uvit_pipeline.training"]) == 2
+    assert "this srun step has 3 nodes, the launch expects 2" in capsys.readouterr().err
