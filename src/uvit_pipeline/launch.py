@@ -18,6 +18,7 @@ before the launch, and an unreachable main process ends after `launcher.rendezvo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import errno
 import json
@@ -29,6 +30,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -466,6 +468,28 @@ def _echo(line: bytes, out: list[str]) -> None:
         out.append(text)
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived while a launched child ran (time limit, preemption, `kill`)."""
+
+
+@contextlib.contextmanager
+def _sigterm_raises():
+    """While a child runs, SIGTERM raises `Terminated` in this process (its default action would
+    end the process at once, leaving the child running); only possible in the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def raise_terminated(signum, frame):
+        raise Terminated(f"signal {signum} while a launched child ran")
+
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _run_tee(
     cmd: list[str], env: dict, log_path: Path, tail_lines: int = 60
 ) -> tuple[int, list[str]]:
@@ -473,7 +497,7 @@ def _run_tee(
     (progress reports go through logging instead, see `PROGRESS_LOGGER`)."""
     tail: deque[str] = deque(maxlen=tail_lines)
     pending = b""
-    with open(log_path, "ab") as log:
+    with open(log_path, "ab") as log, _sigterm_raises():
         proc = subprocess.Popen(
             cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
         )
@@ -494,9 +518,15 @@ def _run_tee(
                 sys.stdout.flush()
             rc = proc.wait()
         except BaseException:
-            # Parent interrupted (Ctrl-C, Kedro failure): do not leave orphaned ranks holding devices.
+            # Parent interrupted (Ctrl-C, SIGTERM from a scheduler, Kedro failure): do not leave
+            # orphaned ranks holding devices. The child runs in its own session, so a scheduler
+            # that tracks processes by parentage (SLURM's proctrack/linuxproc) would miss it.
             os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait()
+            try:
+                proc.wait(timeout=5)  # well within SLURM's KillWait before its SIGKILL
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
             raise
     if pending:
         tail.append(pending.decode(errors="replace"))
@@ -606,6 +636,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, RuntimeError) as e:
         sys.stderr.write(f"uvit_pipeline.launch: error: {e}\n")
         return 2 if isinstance(e, ValueError) else 1
+    except Terminated as e:
+        sys.stderr.write(f"uvit_pipeline.launch: stopped: {e}; its processes were ended\n")
+        return 128 + signal.SIGTERM
 
 
 if __name__ == "__main__":

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -248,3 +251,36 @@ def test_a_node_of_another_step_size_refuses_to_start(tmp_path, monkeypatch, cap
     argv = ["node", "--spec", str(spec_path), "--work-dir", str(tmp_path), "--log", "x.log"]
     assert launch.main([*argv, "--", "uvit_pipeline.training"]) == 2
     assert "this srun step has 3 nodes, the launch expects 2" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/cwd").exists(), reason="needs /proc (Linux)")
+def test_sigterm_ends_the_launched_processes_too(tmp_path):
+    """A scheduler's SIGTERM to the launching process (time limit, preemption) ends its launcher
+    and ranks as well, though they run in their own session."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    cmd = [sys.executable, "-m", "uvit_pipeline.launch", "check", "--cpu", "--num-processes", "2"]
+    cmd += ["--num-machines", "2", "--main-process-ip", "127.0.0.1"]  # machine 1 never comes
+    cmd += ["--main-process-port", str(launch.free_port()), "--rendezvous-timeout-s", "120"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while len(processes_in(tmp_path)) < 2:  # the launcher has started
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
+        time.sleep(0.2)
+    t0 = time.monotonic()
+    proc.terminate()
+    assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+    assert time.monotonic() - t0 < 15
+    assert processes_in(tmp_path) == []
+
+
+def processes_in(folder: Path) -> list[str]:
+    """Command lines of the processes whose working directory is `folder`."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and (proc / "cwd").resolve() == folder.resolve():
+                found.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except OSError:
+            continue
+    return found

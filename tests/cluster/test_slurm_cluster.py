@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from .test_launch_settings import processes_in
+
 ROOT = Path(__file__).resolve().parents[2]
 SETUP = "bash scripts/slurm/local_cluster.sh up (as root, on Linux)"
 PARTITION = "local"  # the partition local_cluster.sh configures
@@ -124,6 +126,11 @@ def test_a_failing_rank_fails_the_job_naming_it(tmp_path):
     assert rc != 0, log
     assert "rank 1: failing on purpose" in log
     assert "srun over 2 nodes" in log and "task 1: Exited with exit code" in log
+    # The node whose task srun ended (node 1, rank 0 waiting for rank 1) leaves no process behind.
+    deadline = time.monotonic() + 15
+    while (left := processes_in(tmp_path)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not left, f"processes outlived the job: {left}"
 
 
 def test_tiny_training_over_two_nodes(tmp_path):
