@@ -148,3 +148,21 @@ def test_dotted_keys_in_a_config_file(tmp_path):
 def test_a_renamed_section_names_its_new_name():
     with pytest.raises(ParameterError, match="the section 'data' is now 'ingestion'"):
         check_runtime_params({"data": {"workers": 4}}, ROOT / "conf", "demo")
+
+
+def test_slurm_launcher_takes_its_counts_from_the_allocation(monkeypatch):
+    """`launcher.slurm: true` with null counts is valid inside an allocation (the counts come from
+    SLURM's environment) and refused with one clear line outside one."""
+    from uvit_pipeline.pipelines.params import ParameterError, validate_all
+
+    params = load_params("demo")
+    params["launcher"].update(slurm=True, num_processes=None, num_machines=None, machine_rank=None)
+    for var in ("SLURM_JOB_ID", "SLURM_NNODES", "SLURM_JOB_NUM_NODES"):
+        monkeypatch.delenv(var, raising=False)
+    with pytest.raises(ParameterError, match="SLURM_JOB_ID is not set"):
+        validate_all(params)
+    slurm = {"SLURM_JOB_ID": "7", "SLURM_NNODES": "1", "SLURM_NODEID": "0",
+             "SLURM_NTASKS_PER_NODE": "1", "SLURM_JOB_NODELIST": "localhost"}  # fmt: skip
+    for k, v in slurm.items():
+        monkeypatch.setenv(k, v)
+    validate_all(params)  # one machine, one process: the demo's batch divides

@@ -30,6 +30,7 @@ from uvit_pipeline.fields import (
     optional,
     text,
 )
+from uvit_pipeline.launch import LaunchSpec
 
 # Keys that only exist as `--params` values read by the configuration itself (catalog / mlflow.yml
 # through `${runtime_params:...}`), not by any node.
@@ -153,11 +154,15 @@ SCHEMA: dict[str, Any] = {
     "model": None,  # derived from UViTConfig (training.config.section_fields)
     "training": None,  # derived from TrainConfig and DataConfig
     "launcher": {
-        "num_processes": _p(pos_int, "processes on all machines (one per GPU)"),
-        "num_machines": _p(pos_int, "machines"),
-        "machine_rank": _p(nonneg_int, "this machine's rank"),
+        "num_processes": _p(
+            optional(pos_int), "processes on all machines (one per GPU); null = SLURM's (slurm)"
+        ),
+        "num_machines": _p(optional(pos_int), "machines; null = SLURM's (slurm)"),
+        "machine_rank": _p(optional(nonneg_int), "this machine's rank; null = SLURM's (slurm)"),
         "main_process_ip": _p(optional(string), "address of rank 0 (several machines)"),
         "main_process_port": _p(optional(pos_int), "port of rank 0; null = a free one"),
+        "rendezvous_timeout_s": _p(pos_int, "seconds to wait for every machine to join"),
+        "slurm": _p(boolean, "inside a SLURM allocation: machines and ranks from its environment"),
         "cpu": _p(boolean, "train on the CPU (no GPU needed)"),
     },
     "fid_reference": {
@@ -308,7 +313,8 @@ def validate_all(params: dict[str, Any]) -> None:
         model, params["training"], launcher, params["features"], "<store>", "<run>", text
     )
     try:
-        config.validate(num_processes=launcher["num_processes"])
+        # Inside a SLURM allocation (launcher.slurm) the process count comes from its environment.
+        config.validate(num_processes=LaunchSpec.from_params(launcher).num_processes)
     except ValueError as err:
         raise ParameterError(str(err)) from None
 
