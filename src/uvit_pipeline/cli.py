@@ -13,6 +13,10 @@ from kedro.framework.cli.project import run as kedro_run
 from omegaconf import OmegaConf
 
 _CLOSING = {"[": "]", "{": "}"}
+PARAMS_HELP = (
+    "Parameters of this run: section.key=value, comma-separated; a list in brackets "
+    "(generate.classes=[0,1,2]). Every key is listed in docs/parameters.md."
+)
 
 
 def split_top_level(text: str) -> list[str]:
@@ -57,7 +61,7 @@ def _with_list_aware_params(command: click.Command) -> click.Command:
     run.params = [copy.copy(p) for p in command.params]
     for p in run.params:
         if p.name == "params":
-            p.callback = split_params
+            p.callback, p.help = split_params, PARAMS_HELP
     return run
 
 

@@ -1,10 +1,12 @@
 """The parameter schema: every section's keys, their checks, and errors that name the dotted key.
 
-`conf/base/parameters_*.yml` give every key a value (the paper experiments' shared settings); an
-environment overrides some. `validate_all` runs on the merged parameters before any node runs
-(`hooks.ValidateParameters`): an unknown key anywhere is refused with the closest known one, a bad
-value is refused with its dotted name. Choices come from the library's registries (samplers,
-schedules, crops, feature kinds), never restated here.
+`conf/base/parameters_<section>.yml` give every key a value (the paper experiments' shared
+settings); an environment overrides some. `validate_all` runs on the merged parameters before any
+node runs (`hooks.ValidateParameters`): an unknown key anywhere is refused with the closest known
+one, a bad value is refused with its dotted name, and the training config the run will use is
+checked as the training child checks it. The `model` and `training` sections are the declared fields
+of `UViTConfig` / `TrainConfig` (`uvit_pipeline.fields`), never restated here; choices come from the
+library's registries. `python -m uvit_pipeline.pipelines.params` writes docs/parameters.md.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ class ParameterError(click.ClickException, ValueError):
         ValueError.__init__(self, message)
 
 
-# --- value checks (the vocabulary the typed configs declare their fields with) -------------------
+# --- value checks (the vocabulary of `uvit_pipeline.fields`, shared with the typed configs) --------
 
 pos_int, nonneg_int = integer(1), integer(0)
 pos_number, nonneg_number = number(0, low_open=True), number(0)
