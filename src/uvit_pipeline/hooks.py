@@ -19,7 +19,7 @@ from kedro.framework.hooks import hook_impl
 
 from uvit_pipeline.datasets.guard import guard
 from uvit_pipeline.pipelines._staging import release_run_locks
-from uvit_pipeline.pipelines.params import check_runtime_params, validate_all
+from uvit_pipeline.pipelines.params import ParameterError, check_runtime_params, validate_all
 
 log = logging.getLogger(__name__)
 
@@ -31,18 +31,39 @@ log = logging.getLogger(__name__)
 #                                     record the run lacks is logged as metrics (a resumed training)
 
 
+# Stages that write the raw data themselves (the demo generator): never run on a user's data_root.
+GENERATORS = ("demo_data",)
+
+
 class ExperimentPipelines:
-    """`__default__` = the stages the environment lists in `globals.yml` under `pipelines`."""
+    """`__default__` = the stages the environment lists in `globals.yml` under `pipelines`, less the
+    demo generator when `--params data_root=...` names the user's own images."""
 
     @hook_impl
     def after_context_created(self, context) -> None:
         from kedro.framework.project import PACKAGE_NAME, pipelines
 
         from uvit_pipeline import pipeline_registry
+        from uvit_pipeline.pipeline_registry import DEMO_STAGES
 
         stages = context.config_loader["globals"].get("pipelines")
+        if (context.config_loader.runtime_params or {}).get("data_root") is not None:
+            # A demo pointed at the user's own folder: that folder replaces the generated set.
+            stages = [s for s in stages or DEMO_STAGES if s not in GENERATORS]
         if pipeline_registry.use_default_stages(stages):
             pipelines.configure(f"{PACKAGE_NAME}.pipeline_registry")  # rebuild `__default__`
+
+    @hook_impl
+    def before_pipeline_run(self, run_params: dict, pipeline) -> None:
+        """A run on the user's own images never writes them (e.g. `--pipelines demo_data`)."""
+        root = (run_params.get("runtime_params") or {}).get("data_root")
+        writers = sorted(n.name for n in pipeline.nodes if "raw_images" in n.outputs)
+        if root is not None and writers:
+            raise ParameterError(
+                f"--params data_root={root}: node(s) {', '.join(writers)} would write the raw "
+                "images into your folder; leave out the demo_data pipeline when you train on your "
+                "own images"
+            )
 
 
 class ValidateParameters:

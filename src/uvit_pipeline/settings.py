@@ -27,6 +27,14 @@ def data_tag(name: str, default_root: str, root: str | None = None) -> str:
     return f"{name}-{Path(resolved).name}-{hashlib.sha1(resolved.encode()).hexdigest()[:8]}"
 
 
+def raw_images_type(data_root: str | None = None) -> str:
+    """Catalog type of a demo environment's `raw_images`: the generated set (a directory the project
+    writes) by default, a read-only user folder when `--params data_root=...` names one."""
+    if data_root is None:
+        return "uvit_pipeline.datasets.DirectoryDataset"
+    return "uvit_pipeline.datasets.RawDirectoryDataset"
+
+
 def project_root() -> str:
     """The project folder (the nearest one up from the working directory holding pyproject.toml), so
     that `mlflow.db` is the same file from the project root, a notebook folder or a test copy."""
@@ -117,7 +125,11 @@ CONFIG_LOADER_ARGS = {
     # An experiment environment lists only what differs from base: nested keys are deep-merged, so an
     # override of `training.lr` keeps `training.batch_size`.
     "merge_strategy": {"parameters": "soft", "mlflow": "soft", "globals": "soft"},
-    "custom_resolvers": {"data_tag": data_tag, "project_root": project_root},
+    "custom_resolvers": {
+        "data_tag": data_tag,
+        "project_root": project_root,
+        "raw_images_type": raw_images_type,
+    },
 }
 
 from uvit_pipeline.hooks import (  # noqa: E402

@@ -161,3 +161,35 @@ def ref_euler_maruyama(eps_fn, x, sch, noises, steps=1000, t_end=1e-3):
         if s > 0:
             x = x + math.sqrt(b * (t - s)) * next(it)
     return x
+
+
+# --- the pixel path of train.py / eval.py (§4.1, §4.3, §5.3, §7.1) -----------------------------------
+
+
+def ref_pixels_to_model(images_uint8: np.ndarray) -> np.ndarray:
+    """§7.1: uint8 HWC or CHW pixels -> x/127.5 − 1 in float64."""
+    return np.asarray(images_uint8, dtype=np.float64) / 127.5 - 1.0
+
+
+def ref_model_to_uint8(x: np.ndarray) -> np.ndarray:
+    """§5.3: unpreprocess clamp(½(v+1), 0, 1), then save_image's floor(255·v + 0.5)."""
+    v = np.clip(0.5 * (np.asarray(x, dtype=np.float64) + 1.0), 0.0, 1.0)
+    return np.floor(255.0 * v + 0.5).astype(np.uint8)
+
+
+def ref_vp_train_loss(eps_net, x0: np.ndarray, t: np.ndarray, noise: np.ndarray, labels=None):
+    """§4.1 LSimple on one batch, float64: x_t = sqrt(ᾱ)x0 + sqrt(1−ᾱ)ε with ᾱ = exp(−B(t)),
+    network time 999·t, per-sample mean of (ε − ε̂)² over C·H·W. `eps_net(x_t, 999t, labels)`
+    takes and returns float64 numpy arrays. Returns the per-sample losses (B,)."""
+    t = np.asarray(t, dtype=np.float64)
+    abar = np.exp(-(BETA0 * t + (BETA1 - BETA0) * t**2 / 2.0)).reshape(-1, 1, 1, 1)
+    x_t = np.sqrt(abar) * x0 + np.sqrt(1.0 - abar) * noise
+    eps_hat = eps_net(x_t, 999.0 * t, labels)
+    return ((noise - eps_hat) ** 2).reshape(len(t), -1).mean(axis=1)
+
+
+def ref_drop_labels(
+    labels: np.ndarray, uniforms: np.ndarray, p_uncond: float, k: int
+) -> np.ndarray:
+    """§4.3 CFGDataset: a label becomes the null class K when its uniform draw is < p_uncond."""
+    return np.where(np.asarray(uniforms) < p_uncond, k, labels)

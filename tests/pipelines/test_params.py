@@ -94,8 +94,9 @@ def test_runtime_params_nothing_reads_are_refused():
         ParameterError, match="data_rot: not a known parameter; did you mean 'data_root'"
     ):
         check_runtime_params({"data_rot": "/x"}, conf, "cifar10_uvit_small")
-    with pytest.raises(ParameterError, match="data_root=... is not used by environment 'demo'"):
-        check_runtime_params({"data_root": "/x"}, conf, "demo")
+    check_runtime_params({"data_root": "/x"}, conf, "demo")  # the demo on one's own images
+    with pytest.raises(ParameterError, match="data_root=... is not used by environment 'demo_t2i'"):
+        check_runtime_params({"data_root": "/x"}, conf, "demo_t2i")
 
 
 def test_a_list_in_params_stays_one_value():

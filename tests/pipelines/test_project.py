@@ -184,3 +184,66 @@ def test_demo_dag_end_to_end(finished_demo):
         os.chdir(cwd)
         end_stale_mlflow_runs()
     assert len(mlflow.search_runs(experiment_names=["uvit_demo"], output_format="list")) == 1
+
+
+def _tree(root: Path) -> dict:
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in sorted(root.rglob("*"))}
+
+
+@pytest.fixture(scope="module")
+def own_folder(tmp_path_factory) -> Path:
+    """A user's folder in the ImageNet layout (real digits, 3 classes, 16 px)."""
+    pytest.importorskip("sklearn")
+    from PIL import Image
+
+    from uvit_pipeline.data.digits import digits_arrays
+
+    root = tmp_path_factory.mktemp("my-images")
+    images, labels = digits_arrays(16)
+    for k in range(3):
+        (root / "train" / f"digit{k}").mkdir(parents=True)
+        for i in range(6):
+            j = int((labels == k).nonzero()[0][i])
+            Image.fromarray(images[j].transpose(1, 2, 0)).save(root / f"train/digit{k}/{j}.png")
+    return root
+
+
+def test_demo_on_your_own_folder_reads_it_and_never_writes_it(project, own_folder, monkeypatch):
+    from uvit_pipeline.datasets import RawDirectoryDataset
+
+    monkeypatch.chdir(project)
+    with session(project, data_root=str(own_folder)) as s:
+        context = s.load_context()
+        from kedro.framework.project import pipelines
+
+        nodes = [n.name for n in pipelines["__default__"].nodes]
+        assert "generate_demo_data" not in nodes and nodes[0] == "ingest_images"
+        raw = context.catalog.get("raw_images")
+        assert isinstance(raw, RawDirectoryDataset) and raw.load() == str(own_folder)
+        stores = context.catalog.get("image_features")._filepath.as_posix()
+        assert f"/demo-{own_folder.name}-" in stores  # its artefacts get their own data set name
+        ae = context.catalog.get("autoencoder")._filepath.as_posix()
+        assert f"/demo-{own_folder.name}-" in ae  # never a version of the demo's autoencoder
+    with session(project, data_root=str(own_folder)) as s:
+        with pytest.raises(ValueError, match="generate_demo_data would write the raw images"):
+            s.run(pipeline_names=["demo_data"])
+    end_stale_mlflow_runs()
+    assert default_nodes(project, None)[0] == "generate_demo_data"  # without data_root: as before
+
+
+@pytest.mark.slow
+def test_demo_trains_on_your_own_folder(project, own_folder, monkeypatch):
+    """`kedro run --params data_root=<folder>`: the whole demo recipe (shrunk to seconds) on the
+    user's images, their class names under the grid rows, the folder untouched."""
+    before = _tree(own_folder)
+    monkeypatch.chdir(project)
+    try:
+        with session(project, data_root=str(own_folder), **TINY) as s:
+            s.run()
+    finally:
+        end_stale_mlflow_runs()
+    assert _tree(own_folder) == before
+    tag = f"demo-{own_folder.name}-"
+    assert list((project / "data/06_models").glob(f"{tag}*/autoencoder"))  # trained on the folder
+    assert len(list((project / "data/08_reporting").rglob("sample_grid.png/*/*.png"))) == 1
+    assert not (project / "data/01_raw/demo").exists()  # the demo set was not generated

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from uvit_pipeline.training import TrainConfig
 from uvit_pipeline.training.data_order import ResumableDataOrder
 from uvit_pipeline.training.ema import create_ema, ema_update
 from uvit_pipeline.training.loop import make_optimizer, warmup_lambda
@@ -78,3 +79,19 @@ def test_sampler_resumes_and_shards_consistently():
     assert merged == full[: 3 * gb]
     with pytest.raises(ValueError, match="not divisible"):
         ResumableDataOrder(n, 5, 0, 2, seed=0)
+
+
+def test_short_run_with_a_slow_ema_warns(caplog):
+    from uvit_pipeline.training.ema import initial_weight_share
+    from uvit_pipeline.training.loop import warn_short_ema
+
+    # The EMA keeps rate^n of the initialisation: 0.9999 over 2,200 steps keeps 80%.
+    assert initial_weight_share(0.9999, 2200) == pytest.approx(0.8025, abs=1e-4)
+    with caplog.at_level("WARNING", logger="uvit_pipeline.training.loop"):
+        assert warn_short_ema(TrainConfig(n_steps=2200, ema_rate=0.9999)) > 0.8
+    assert "80% of the initial random weights" in caplog.text and "ema_rate <= 0.999" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="uvit_pipeline.training.loop"):
+        warn_short_ema(TrainConfig(n_steps=3000, ema_rate=0.995))  # the demo: 3e-7 left
+        warn_short_ema(TrainConfig(n_steps=500_000, ema_rate=0.9999))  # the paper
+    assert caplog.text == ""

@@ -24,3 +24,12 @@ def ema_update(ema: nn.Module, model: nn.Module, rate: float) -> None:
     params = [p.detach().to(dtype=e.dtype) for p, e in zip(params, ema_params, strict=True)]
     # lerp(θ_ema, θ, 1 - rate) == rate·θ_ema + (1 - rate)·θ
     torch._foreach_lerp_(ema_params, params, 1.0 - rate)
+
+
+def initial_weight_share(rate: float, steps: int) -> float:
+    """Share of the initial (random) weights still in the EMA after `steps` updates: rate ** steps.
+
+    The EMA starts as a copy of the initialisation, so after n updates θ_ema = rate^n·θ_0 + (the
+    rest over the trained weights): with the paper's 0.9999, 2,000 steps leave 82% of θ_0 in it.
+    """
+    return float(rate) ** int(steps)

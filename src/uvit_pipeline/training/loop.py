@@ -25,7 +25,7 @@ from ..models import UViT, train_step_flops
 from . import checkpoint as ckpt
 from .config import TrainConfig
 from .data import check_resume_identity, make_loader, open_store, prepare_batch, verify_text_store
-from .ema import create_ema, ema_update
+from .ema import create_ema, ema_update, initial_weight_share
 from .monitor import JsonlWriter, param_hash, peak_flops, peak_memory_bytes, reset_peak_memory, sync
 
 logger = logging.getLogger(__name__)
@@ -212,6 +212,7 @@ def _train(config: TrainConfig, accelerator: Accelerator) -> Path:
     conditional = kw.get("num_classes", -1) > 0 or kw.get("clip_dim") is not None
     if start_step >= config.n_steps:
         logger.info("State at step %d already reaches n_steps; exporting only", start_step)
+    warn_short_ema(config)
 
     step, last_loss, t_start = start_step, None, time.time()
     loss_sum, n_loss = torch.zeros((), device=device), 0
@@ -269,6 +270,20 @@ def _train(config: TrainConfig, accelerator: Accelerator) -> Path:
     accelerator.wait_for_everyone()
     # Deliberately no accelerator.end_training(): its MLflow tracker would end the parent's run.
     return final
+
+
+def warn_short_ema(config: TrainConfig) -> float:
+    """Warn when the run is too short for its EMA rate: more than 10% of the EMA weights (which
+    sampling and evaluation use by default) would still be the random initialisation."""
+    share = initial_weight_share(config.ema_rate, config.n_steps)
+    if share > 0.1:
+        logger.warning(
+            "training.ema_rate %s over %d steps leaves %.0f%% of the initial random weights in the "
+            "EMA weights that sampling uses: its samples will be worse than the raw weights'. For "
+            "a short run choose ema_rate <= %.4g (10%% left), or sample with the raw weights",
+            config.ema_rate, config.n_steps, 100 * share, 0.1 ** (1 / config.n_steps),
+        )  # fmt: skip
+    return share
 
 
 def _log_interval(config, accelerator, objs, step, window, metrics, peak_rate) -> float:

@@ -259,8 +259,10 @@ def test_latent_samples_decode_through_the_vae_with_guided_dpm_solver_pp(
     # labels drawn with the store's class frequencies: only classes the store holds (§3.3)
     store_labels = set(FeatureStore(latent_chain["image_features"]).read_all("label").tolist())
     assert set(labels.tolist()) <= store_labels and len(store_labels) < 10
-    names = class_names(latent_chain["image_features"], 10)
-    assert out["sample_grid"].size == expected_grid_size(10, 1, names, 32, 1)
+    # one grid row per class the store has images of, never a row for a class it lacks
+    n_store = max(store_labels) + 1
+    names = class_names(latent_chain["image_features"], n_store)
+    assert out["sample_grid"].size == expected_grid_size(n_store, 1, names, 32, 1)
 
 
 def test_latent_model_without_an_autoencoder_is_refused(latent_chain, latent_model, demo_chain):
@@ -284,3 +286,21 @@ def test_fid_is_named_after_the_protocol():
     text = SamplingSpec(checkpoint="c", n_samples=30_000, cfg_scale=1.0, text_features="t")
     assert metric_name("fid", text) == "fid"
     assert metric_name("demo_fd", guided.replace(n_samples=8)) == "demo_fd"
+
+
+def test_uniform_labels_only_draw_the_classes_the_store_has(tmp_path):
+    """A model with 10 real classes trained on a folder of 3 (the demo on one's own images) is
+    evaluated on those 3 classes; a store with all 10 keeps the plain uniform draw."""
+    from uvit_pipeline.data import FeatureStoreWriter
+    from uvit_pipeline.pipelines.evaluation.nodes import _label_probs
+
+    def store(name, labels):
+        fields = {"x": ((3, 2, 2), "uint8"), "label": ((), "int64")}
+        with FeatureStoreWriter(tmp_path / name, {"kind": "pixels"}, fields, 8) as w:
+            w.add({"x": np.zeros((len(labels), 3, 2, 2), np.uint8), "label": np.array(labels)})
+        return str(tmp_path / name)
+
+    uniform = {"labels": "uniform"}
+    assert _label_probs(store("three", [0, 1, 2, 2]), uniform, 10) == [1 / 3] * 3 + [0.0] * 7
+    assert _label_probs(store("ten", list(range(10))), uniform, 10) is None
+    assert _label_probs(None, uniform, 10) is None

@@ -4,6 +4,7 @@ them, so a metric can be recomputed or a grid redrawn without sampling again."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 
@@ -23,10 +24,25 @@ from uvit_pipeline.sampling.grid import sample_grid
 log = logging.getLogger(__name__)
 
 
-def _label_probs(image_features: str | None, evaluation: dict, n_real: int | None):
-    """`evaluation.labels: train_frequencies`: class frequencies of the training store (§3.3)."""
-    if evaluation["labels"] == "uniform" or n_real is None:
+def _store_classes(image_features: str | None) -> int | None:
+    """How many classes the training store's labels span (max label + 1); None without a store."""
+    if image_features is None or not (Path(image_features) / "meta.json").is_file():
         return None
+    labels = FeatureStore(image_features).read_all("label")
+    return int(labels.max()) + 1 if labels.size else None
+
+
+def _label_probs(image_features: str | None, evaluation: dict, n_real: int | None):
+    """`evaluation.labels: train_frequencies`: class frequencies of the training store (§3.3).
+    `uniform` over a store with fewer classes than the model (e.g. the demo trained on a folder of
+    3 classes): uniform over the store's classes, never a class the model saw no image of."""
+    if n_real is None:
+        return None
+    if evaluation["labels"] == "uniform":
+        n_data = _store_classes(image_features)
+        if n_data is None or n_data >= n_real:
+            return None
+        return [1.0 / n_data] * n_data + [0.0] * (n_real - n_data)
     if image_features is None:
         raise ValueError(
             "evaluation.labels=train_frequencies needs the training feature store "
@@ -111,7 +127,7 @@ def render_sample_grid(
     )
     setup = build_sampler(spec)
     n_real = spec.num_real_classes
-    rows = min(n_real, 10) if n_real else None
+    rows = min(n_real, _store_classes(image_features) or n_real, 10) if n_real else None
     return sample_grid(
         setup,
         columns=evaluation["grid_columns"],
