@@ -252,11 +252,13 @@ class FeatureStore:
         shard, off = self._locate(idx)
         return np.array(self._map(shard, field)[off])
 
-    def take(self, field: str, rows) -> np.ndarray:
+    def take(self, field: str, rows, sub=None) -> np.ndarray:
         """Rows `rows` of `field` (len(rows), *shape), in the given order, read shard by shard.
 
         Rows are sorted, grouped by shard and read with one fancy index per shard memmap, so a batch
-        touches each shard once and its pages in file order.
+        touches each shard once and its pages in file order. With `sub` (one int per row), only
+        entry `sub[i]` of the first axis of row i is read: (len(rows), *shape[1:]), e.g. one view of
+        a (V, 8, h, w) latent row.
         """
         if field not in self._meta["fields"]:
             raise KeyError(f"unknown field {field!r}; store has {sorted(self._meta['fields'])}")
@@ -267,6 +269,14 @@ class FeatureStore:
                 f"rows {rows[bad][:5].tolist()} out of range for feature store of {self._len} rows"
             )
         shape, dtype = self.fields[field]
+        if sub is not None:
+            sub = np.asarray(sub, dtype=np.int64).reshape(-1)
+            if not shape or len(sub) != len(rows) or ((sub < 0) | (sub >= shape[0])).any():
+                raise IndexError(
+                    f"sub must hold one index in [0, {shape[0] if shape else 0}) per row of "
+                    f"field {field!r}, got {sub[:5].tolist()} for {len(rows)} rows"
+                )
+            shape = shape[1:]
         out = np.empty((len(rows), *shape), dtype=dtype)
         order = np.argsort(rows, kind="stable")
         srt = rows[order]
@@ -276,7 +286,9 @@ class FeatureStore:
             if lo == hi:
                 continue
             shard = int(shards[lo])
-            out[order[lo:hi]] = self._map(shard, field)[srt[lo:hi] - shard * self._shard_size]
+            local = srt[lo:hi] - shard * self._shard_size
+            m = self._map(shard, field)
+            out[order[lo:hi]] = m[local] if sub is None else m[local, sub[order[lo:hi]]]
         return out
 
     def __getitem__(self, idx: int) -> dict[str, np.ndarray]:

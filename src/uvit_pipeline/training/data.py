@@ -8,9 +8,9 @@ import math
 
 import torch
 from accelerate import Accelerator
-from torch.utils.data import DataLoader
+from torch.utils.data import BatchSampler, DataLoader
 
-from ..data import CaptionedFeatureDataset, FeatureDataset, FeatureStore, TextFeatures
+from ..data import BatchReads, CaptionedFeatureDataset, FeatureDataset, FeatureStore, TextFeatures
 from ..models.checkpoint import label_roles
 from .config import TrainConfig
 from .data_order import ResumableDataOrder
@@ -152,13 +152,15 @@ def make_loader(
         config.seed,
         start_step,
     )
+    # Each DataLoader item is a whole per-rank batch: the rows of one step are read with one sorted
+    # read per shard (`FeatureDataset.get_batch`), not item by item; the order is `order`'s.
+    batches = BatchSampler(order, config.batch_size // accelerator.num_processes, drop_last=True)
     return DataLoader(
-        dataset,
-        batch_size=config.batch_size // accelerator.num_processes,
-        sampler=order,
+        BatchReads(dataset),
+        batch_size=None,
+        sampler=batches,
         num_workers=config.data.num_workers,
         pin_memory=accelerator.device.type == "cuda",
-        drop_last=True,
         persistent_workers=config.data.num_workers > 0,
     )
 
