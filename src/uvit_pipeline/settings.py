@@ -52,6 +52,8 @@ GENERATE_FROM_EVALUATION = (
     "decode_batch_size",
     "device",
     "grid_scale",
+    "mixed_precision",
+    "cfg_batched",
 )
 
 

@@ -74,6 +74,22 @@ def test_round_trip(tmp_path):
         store.get("moments", 0)
 
 
+def test_take_reads_rows_in_order_and_one_entry_of_each(tmp_path):
+    x, label = _write(tmp_path / "s")
+    store = FeatureStore(tmp_path / "s")
+    rows = [9, 0, 5, 5, 3]  # across the three shards, unsorted, repeated
+    np.testing.assert_array_equal(store.take("x", rows), x[rows])
+    np.testing.assert_array_equal(store.take("label", rows), label[rows])
+    sub = [2, 0, 1, 1, 2]  # one channel of each row
+    np.testing.assert_array_equal(store.take("x", rows, sub=sub), x[rows, sub])
+    with pytest.raises(IndexError, match=r"sub must hold one index in \[0, 3\) per row"):
+        store.take("x", rows, sub=[0, 0, 0, 0, 3])
+    with pytest.raises(IndexError, match="sub must hold one index"):
+        store.take("x", rows, sub=[0])
+    with pytest.raises(IndexError, match=r"rows \[10\] out of range"):
+        store.take("x", [10])
+
+
 def test_reads_are_memory_mapped(tmp_path):
     _write(tmp_path / "s")
     store = FeatureStore(tmp_path / "s")

@@ -165,3 +165,79 @@ def test_a_changed_shard_size_says_how_to_recover(tmp_path):
     assert "shard_size: store=4 expected=8" in msg
     assert f"delete {root}" in msg and "re-run with the original settings" in msg
     FeatureStoreWriter(root, META, FIELDS, shard_size=4).release()  # the refusal left the lock free
+
+
+def _big_store(root):
+    """4 shards of 4 rows of 32 KiB: each shard file is larger than the 3 sampled blocks."""
+    rng = np.random.default_rng(0)
+    fields = {"x": ((8, 64, 64), "uint8"), "label": ((), "int64")}
+    with FeatureStoreWriter(root, META, fields, shard_size=8) as w:
+        w.add(
+            {"x": rng.integers(0, 256, (32, 8, 64, 64), np.uint8), "label": np.zeros(32, np.int64)}
+        )
+    return root
+
+
+def _zero_fill(path):
+    os.truncate(path, 0)
+    os.truncate(path, 8 * 8 * 64 * 64 + 128)  # same size, all zero bytes
+
+
+def _swap(a, b):
+    tmp = a.with_name("tmp")
+    os.rename(a, tmp)
+    os.rename(b, a)
+    os.rename(tmp, b)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda r: _zero_fill(r / "shard-00001.x.npy"),
+        lambda r: _swap(r / "shard-00001.x.npy", r / "shard-00002.x.npy"),
+        lambda r: _flip(r / "shard-00002.x.npy", -10),  # in the last sampled block
+        lambda r: _flip(r / "shard-00001.x.npy", 130_000),  # in the middle sampled block
+    ],
+    ids=["zero-filled", "swapped", "changed-end", "changed-middle"],
+)
+def test_the_quick_check_catches_a_zeroed_swapped_or_changed_shard(tmp_path, damage):
+    root = _big_store(tmp_path / "s")
+    assert (root / "shard-00001.x.npy").stat().st_size > 3 * 65536
+    FeatureStore(root).check(progress=False)  # intact
+    damage(root)
+    store = FeatureStore(root)  # opening cannot notice: sizes and headers of the ends are right
+    with pytest.raises(FeatureStoreCorrupt, match=r"shard-0000[12]\.x\.npy changed since"):
+        store.check(progress=False)
+    with pytest.raises(FeatureStoreCorrupt, match=r"shard-0000[12]\.x\.npy changed since"):
+        store.verify(progress=False)
+
+
+def _flip(path, offset):
+    with open(path, "r+b") as f:
+        f.seek(offset, 0 if offset >= 0 else 2)
+        b = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([255 - b[0]]))
+
+
+def test_only_the_full_verify_sees_a_change_between_the_sampled_blocks(tmp_path, capsys):
+    """The quick check's limit, and the full check on demand (`python -m uvit_pipeline.data.verify`)."""
+    from uvit_pipeline.data.verify import main
+
+    root = _big_store(tmp_path / "s")
+    _flip(root / "shard-00001.x.npy", 80_000)  # between the first and the middle block
+    FeatureStore(root).check(progress=False)
+    assert main([str(root), "--quick"]) == 0
+    assert main([str(root)]) == 1
+    assert "shard-00001.x.npy changed since it was written" in capsys.readouterr().err
+
+
+def test_a_store_without_fingerprints_is_verified_in_full(tmp_path, caplog):
+    root = _store(tmp_path / "s")
+    meta = json.loads((root / "meta.json").read_text())
+    del meta["fingerprints"]  # written before fingerprints existed
+    (root / "meta.json").write_text(json.dumps(meta))
+    _flip(root / "shard-00001.x.npy", -1)
+    with pytest.raises(FeatureStoreCorrupt, match=r"shard-00001\.x\.npy changed since"):
+        FeatureStore(root).check(progress=False)
+    assert "records no shard fingerprints" in caplog.text

@@ -12,7 +12,7 @@ import torch
 from uvit_pipeline.launch import LaunchSpec, run_under_accelerate
 from uvit_pipeline.models import UViT
 from uvit_pipeline.sampling import SamplingSpec
-from uvit_pipeline.sampling.generate import collect, generate_to_dir, quantize
+from uvit_pipeline.sampling.generate import collect, generate_samples, generate_to_dir, quantize
 from uvit_pipeline.training.checkpoint import export_final
 
 KWARGS = dict(
@@ -140,3 +140,58 @@ def test_latent_checkpoint_needs_an_autoencoder_unless_told_not_to_decode(tmp_pa
     generate({**spec, "decode_latents": False}, progress=False)
     images, labels = collect(tmp_path / "out", 4, 4)
     assert images.shape == (4, 4, 8, 8) and images.dtype == np.uint8 and labels.shape == (4,)
+
+
+def test_batched_guidance_equals_two_passes_in_float64():
+    """One forward of 2B (cfg_batched) is the two-pass guidance of the official eval, up to rounding."""
+    from uvit_pipeline.diffusion import VPSDE, make_eps_fn
+
+    torch.manual_seed(0)
+    model = UViT(**KWARGS).double().eval()
+    x, t = torch.randn(3, 3, 8, 8, dtype=torch.float64), torch.tensor([0.9, 0.5, 0.1])
+    y, null = torch.tensor([0, 2, 3]), torch.full((3,), 4)
+    kw = dict(cond=y, null_cond=null, cfg_scale=0.4)
+    with torch.no_grad():
+        two = make_eps_fn(model, VPSDE(), **kw)(x, t.double())
+        one = make_eps_fn(model, VPSDE(), batched=True, **kw)(x, t.double())
+    torch.testing.assert_close(one, two, rtol=0, atol=1e-12)
+    assert not torch.equal(two, make_eps_fn(model, VPSDE(), cond=y)(x, t.double()))  # guided
+
+
+def _sample(model, **kw):
+    return generate_samples(
+        model, VPSDE_(), n=4, batch_size=4, sample_shape=(3, 8, 8), sampler="dpm_solver",
+        steps=3, labels=torch.tensor([0, 1, 2, 3]), null_label=4, cfg_scale=0.5, seed=1,
+        progress=False, **kw,
+    )  # fmt: skip
+
+
+def VPSDE_():  # noqa: N802
+    from uvit_pipeline.diffusion import VPSDE
+
+    return VPSDE()
+
+
+def test_sampling_precision_and_batched_guidance_options(checkpoint):
+    torch.manual_seed(0)
+    model = UViT(**KWARGS).eval()
+    dtypes = []
+    model.decoder_pred.register_forward_hook(lambda m, i, o: dtypes.append(o.dtype))
+    fp32_two = _sample(model, cfg_batched=False)
+    fp32_one = _sample(model, cfg_batched=True)
+    assert np.abs(fp32_one.astype(int) - fp32_two.astype(int)).max() <= 1  # rounding only
+    assert set(dtypes) == {torch.float32}
+    dtypes.clear()
+    bf16 = _sample(model, mixed_precision="bf16")  # autocast on the CPU
+    assert set(dtypes) == {torch.bfloat16} and bf16.dtype == np.uint8 and bf16.shape == (4, 3, 8, 8)
+    assert np.abs(bf16.astype(int) - fp32_two.astype(int)).mean() < 8  # same images, coarser
+    dtypes.clear()
+    auto = _sample(model, mixed_precision="auto")  # auto: no autocast on the CPU
+    assert set(dtypes) == {torch.float32} and np.array_equal(auto, fp32_two)
+
+
+def test_sampling_spec_precision_values():
+    assert SamplingSpec(checkpoint="c", mixed_precision=False).mixed_precision == "no"  # YAML `no`
+    assert SamplingSpec(checkpoint="c").mixed_precision == "auto"
+    with pytest.raises(ValueError, match=r"mixed_precision must be one of .*got 'fp32'"):
+        SamplingSpec(checkpoint="c", mixed_precision="fp32")

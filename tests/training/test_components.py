@@ -1,17 +1,29 @@
-"""Optimizer/LR rule, EMA math and the resumable sampler (docs/reference.md §4.4)."""
+"""Optimizer/LR rule, EMA math, the resumable sampler (docs/reference.md §4.4) and batch reads."""
 
 from __future__ import annotations
+
+import types
 
 import pytest
 import torch
 from torch import nn
+from torch.utils.data import BatchSampler, DataLoader
 
+from uvit_pipeline.data import (
+    BatchReads,
+    CaptionedFeatureDataset,
+    FeatureDataset,
+    FeatureStore,
+    TextFeatures,
+)
 from uvit_pipeline.training import TrainConfig
+from uvit_pipeline.training.data import make_loader
 from uvit_pipeline.training.data_order import ResumableDataOrder
 from uvit_pipeline.training.ema import create_ema, ema_update
 from uvit_pipeline.training.loop import make_optimizer, warmup_lambda
 
-from .conftest import tiny_config
+from .. import text_fixtures
+from .conftest import tiny_config, write_latent_store, write_pixel_store
 
 
 def _lrs_used(warmup: int, n: int, lr: float = 1.0) -> list[float]:
@@ -95,3 +107,53 @@ def test_short_run_with_a_slow_ema_warns(caplog):
         warn_short_ema(TrainConfig(n_steps=3000, ema_rate=0.995))  # the demo: 3e-7 left
         warn_short_ema(TrainConfig(n_steps=500_000, ema_rate=0.9999))  # the paper
     assert caplog.text == ""
+
+
+def _item_loader(dataset, order, per_rank):
+    """The loader as it read before batch reads: item by item, collated by torch."""
+    return DataLoader(dataset, batch_size=per_rank, sampler=order, drop_last=True)
+
+
+@pytest.mark.parametrize("kind", ["pixels", "latent", "captioned"])
+def test_batch_reads_equal_item_reads_step_for_step(tmp_path, kind):
+    """make_loader's batch reads yield, at every step of a resumed run, the same tensors as reading
+    and collating the same items one by one with the same RNG stream (flip, label/caption drops)."""
+    if kind == "pixels":
+        store = FeatureStore(write_pixel_store(tmp_path / "s", n=10, num_classes=3))
+        make = lambda: FeatureDataset(store, True, p_uncond=0.4, null_label=3, seed=5)  # noqa: E731
+    elif kind == "latent":
+        store = FeatureStore(write_latent_store(tmp_path / "s", n=10))
+        make = lambda: FeatureDataset(store, True, p_uncond=0.4, null_label=3, seed=5)  # noqa: E731
+    else:
+        store = FeatureStore(text_fixtures.write_latent_store(tmp_path / "s"))
+        text = TextFeatures(text_fixtures.write_text_store(tmp_path / "t"))
+        make = lambda: CaptionedFeatureDataset(  # noqa: E731
+            store, text.split("train"), text.empty_context, False, p_uncond=0.4, seed=5
+        )
+    per_rank, start = 3, 2  # a rank of 2 at a resumed step: each batch crosses an epoch boundary
+    order = lambda: ResumableDataOrder(len(store), 6, 1, 2, seed=3, start_step=start)  # noqa: E731
+    items = iter(_item_loader(make(), order(), per_rank))
+    batches = iter(
+        DataLoader(
+            BatchReads(make()), batch_size=None, sampler=BatchSampler(order(), per_rank, True)
+        )
+    )
+    for _ in range(7):
+        (xi, ci), (xb, cb) = next(items), next(batches)
+        assert xi.dtype == xb.dtype and ci.dtype == cb.dtype
+        assert torch.equal(xi, xb) and torch.equal(ci, cb)
+
+
+def test_make_loader_reads_batches_in_the_resumable_order(tmp_path):
+    store = write_pixel_store(tmp_path / "s", n=10)
+    cfg = tiny_config(tmp_path / "run", store, batch_size=4)
+    cfg.data.random_flip = False
+    acc = types.SimpleNamespace(process_index=0, num_processes=1, device=torch.device("cpu"))
+    loader = make_loader(cfg, acc, start_step=3, store=FeatureStore(store))
+    assert isinstance(loader.dataset, BatchReads)
+    rows = _take(ResumableDataOrder(10, 4, 0, 1, seed=cfg.seed, start_step=3), 8)
+    x = FeatureStore(store).take("x", rows)
+    it = iter(loader)
+    first, second = next(it), next(it)
+    want = torch.from_numpy(x).float() / 127.5 - 1.0
+    assert torch.equal(torch.cat([first[0], second[0]]), want)

@@ -25,13 +25,14 @@ from .ingest import scan_celeba, scan_imagenet_folder
 from .store_writer import FeatureStoreWriter
 from .text_features import KIND as TEXT_KIND
 from .text_features import CaptionSplit, TextFeatures
-from .torch_datasets import CaptionedFeatureDataset, FeatureDataset
+from .torch_datasets import BatchReads, CaptionedFeatureDataset, FeatureDataset
 
 __all__ = [
     "COCO_SCALE_FACTOR",
     "CROPS",
     "TEXT_KIND",
     "CaptionSplit",
+    "BatchReads",
     "CaptionedFeatureDataset",
     "CocoAnnotationError",
     "FeatureDataset",

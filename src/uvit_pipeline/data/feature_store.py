@@ -2,14 +2,16 @@
 
 Directory layout (docs/data.md, docs/reliability.md):
   meta.json                       caller meta + fields/shard_size; at close also num_rows, num_skipped,
-                                  checksums (sha256 per shard file), manifest_sha256, content_id
+                                  checksums (sha256 per shard file), manifest_sha256, content_id,
+                                  fingerprints (sha256 of each shard file's size + 3 sampled blocks)
   shard-00000.<field>.npy         fixed-shape arrays, `shard_size` rows (the last shard may be short)
   manifest-parts/00000.json       sha256 of the shard's files + skipped inputs, written with the shard
   manifest-parts/00000.parquet    manifest rows of one shard; written last = the shard's commit mark
   manifest.parquet                all rows (row, shard, offset, label, caller columns), at close
   report.parquet                  inputs skipped by the producer (path, reason, ...), at close
 A writer holds a `StagingLock` (`<parent>/.<name>.lock`) for its life, so two runs never write the
-same folder; a reader checks the layout on opening and the checksums in `verify()`.
+same folder; a reader checks the layout on opening, the fingerprints in `check()` (cheap: every
+training start) and the full checksums in `verify()` (on demand: `python -m uvit_pipeline.data.verify`).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from .store_format import (
     FeatureStoreMismatch,
     content_id,
     diff,
+    file_fingerprint,
     file_sha256,
     jsonable,
     read_meta,
@@ -46,8 +49,8 @@ class FeatureStore:
     """Read-only view of a complete store; shards are memory-mapped lazily, per process.
 
     Opening checks the layout (meta.json parses, every shard file exists with the shape, dtype and
-    size meta.json implies, row counts agree with the manifest); `verify()` checks the content
-    (sha256 of every file) and `check_labels()` the label range, before training.
+    size meta.json implies, row counts agree with the manifest); `check()` the content cheaply
+    (fingerprints), `verify()` fully (sha256 of every file) and `check_labels()` the label range.
     """
 
     def __init__(self, root, max_open_shards: int = 128):
@@ -143,11 +146,9 @@ class FeatureStore:
         path = self.root / "report.parquet"
         return pd.read_parquet(path) if path.is_file() else pd.DataFrame(columns=REPORT_COLUMNS)
 
-    def verify(self, progress: bool = True) -> None:
-        """Recompute the sha256 of every shard file and the manifest against meta.json.
-
-        Raises `FeatureStoreCorrupt` naming the first file whose bytes changed (reads all data once).
-        """
+    def _recorded_files(self) -> list[tuple[Path, str]]:
+        """(file, recorded sha256) of every shard file and the manifest, after checking that meta.json
+        lists exactly the shard files and that its content_id matches its checksums."""
         sums, manifest_sha = self._meta.get("checksums"), self._meta.get("manifest_sha256")
         if not sums or not manifest_sha:
             raise FeatureStoreCorrupt(
@@ -160,8 +161,6 @@ class FeatureStore:
             raise FeatureStoreCorrupt(
                 self.root, "meta.json's content_id disagrees with its checksums"
             )
-        files = [(self.root / name, want) for name, want in sums.items()]
-        files.append((self.root / "manifest.parquet", manifest_sha))
         expected = {
             f"shard-{s:05d}.{k}.npy"
             for s in range(int(self._meta["num_shards"]))
@@ -171,6 +170,17 @@ class FeatureStore:
             raise FeatureStoreCorrupt(
                 self.root, "meta.json's checksums do not list exactly its shard files"
             )
+        files = [(self.root / name, want) for name, want in sums.items()]
+        return [*files, (self.root / "manifest.parquet", manifest_sha)]
+
+    def verify(self, progress: bool = True) -> None:
+        """Recompute the sha256 of every shard file and the manifest against meta.json.
+
+        Raises `FeatureStoreCorrupt` naming the first file whose bytes changed (reads all data once).
+        The full check, on demand: `python -m uvit_pipeline.data.verify <store>` or
+        `training.data.verify: full`; `check()` is the cheap one training runs by default.
+        """
+        files = self._recorded_files()
         total = sum(p.stat().st_size for p, _ in files)
         with tqdm(
             total=total, unit="B", unit_scale=True, desc="verify store", disable=not progress
@@ -184,6 +194,51 @@ class FeatureStore:
                     )
         log.info(
             "feature store %s verified (%d files, content_id %s)",
+            self.root,
+            len(files),
+            self.content_id,
+        )
+
+    def check(self, progress: bool = True) -> None:
+        """The cheap content check of every training start: meta.json's checksums and content_id
+        agree, the manifest's sha256 (a small file), and each shard file's fingerprint (its size and
+        sha256 of its first, middle and last 64 KiB, recorded when it was written): catches a
+        truncated, swapped or zero-filled shard and changes within those blocks, reading ~192 KiB
+        per shard file. A store written before fingerprints existed is verified in full instead.
+        """
+        files = self._recorded_files()
+        prints = self._meta.get("fingerprints")
+        if not prints:
+            log.warning(
+                "feature store %s records no shard fingerprints (written by an older version): "
+                "verifying every file in full instead of the quick check",
+                self.root,
+            )
+            return self.verify(progress=progress)
+        *shards, (manifest, manifest_sha) = files
+        if set(prints) != {p.name for p, _ in shards}:
+            raise FeatureStoreCorrupt(
+                self.root, "meta.json's fingerprints do not list exactly its shard files"
+            )
+        got = file_sha256(manifest)
+        if got != manifest_sha:
+            raise FeatureStoreCorrupt(
+                self.root,
+                f"{manifest} changed since it was written (sha256 {got}, recorded {manifest_sha})",
+            )
+        for path, _ in tqdm(shards, desc="check store", unit="file", disable=not progress):
+            try:
+                got = file_fingerprint(path)
+            except FileNotFoundError:
+                raise FeatureStoreCorrupt(self.root, f"shard file {path} is missing") from None
+            if got != prints[path.name]:
+                raise FeatureStoreCorrupt(
+                    self.root,
+                    f"{path} changed since it was written (its size or sampled blocks differ from "
+                    "the fingerprint recorded in meta.json)",
+                )
+        log.info(
+            "feature store %s checked (%d files: sizes, sampled blocks, manifest; content_id %s)",
             self.root,
             len(files),
             self.content_id,
@@ -252,11 +307,13 @@ class FeatureStore:
         shard, off = self._locate(idx)
         return np.array(self._map(shard, field)[off])
 
-    def take(self, field: str, rows) -> np.ndarray:
+    def take(self, field: str, rows, sub=None) -> np.ndarray:
         """Rows `rows` of `field` (len(rows), *shape), in the given order, read shard by shard.
 
         Rows are sorted, grouped by shard and read with one fancy index per shard memmap, so a batch
-        touches each shard once and its pages in file order.
+        touches each shard once and its pages in file order. With `sub` (one int per row), only
+        entry `sub[i]` of the first axis of row i is read: (len(rows), *shape[1:]), e.g. one view of
+        a (V, 8, h, w) latent row.
         """
         if field not in self._meta["fields"]:
             raise KeyError(f"unknown field {field!r}; store has {sorted(self._meta['fields'])}")
@@ -267,6 +324,14 @@ class FeatureStore:
                 f"rows {rows[bad][:5].tolist()} out of range for feature store of {self._len} rows"
             )
         shape, dtype = self.fields[field]
+        if sub is not None:
+            sub = np.asarray(sub, dtype=np.int64).reshape(-1)
+            if not shape or len(sub) != len(rows) or ((sub < 0) | (sub >= shape[0])).any():
+                raise IndexError(
+                    f"sub must hold one index in [0, {shape[0] if shape else 0}) per row of "
+                    f"field {field!r}, got {sub[:5].tolist()} for {len(rows)} rows"
+                )
+            shape = shape[1:]
         out = np.empty((len(rows), *shape), dtype=dtype)
         order = np.argsort(rows, kind="stable")
         srt = rows[order]
@@ -276,7 +341,9 @@ class FeatureStore:
             if lo == hi:
                 continue
             shard = int(shards[lo])
-            out[order[lo:hi]] = self._map(shard, field)[srt[lo:hi] - shard * self._shard_size]
+            local = srt[lo:hi] - shard * self._shard_size
+            m = self._map(shard, field)
+            out[order[lo:hi]] = m[local] if sub is None else m[local, sub[order[lo:hi]]]
         return out
 
     def __getitem__(self, idx: int) -> dict[str, np.ndarray]:

@@ -251,8 +251,8 @@ class FeatureStoreWriter:
         self._rows = []
 
     def close(self) -> None:
-        """Write the final (possibly short) shard, manifest.parquet, report.parquet, checksums and
-        content_id, and mark meta complete; releases the lock."""
+        """Write the final (possibly short) shard, manifest.parquet, report.parquet, checksums,
+        fingerprints and content_id, and mark meta complete; releases the lock."""
         if self._complete:
             self.release()
             return
@@ -286,6 +286,8 @@ class FeatureStoreWriter:
             checksums=checksums,
             manifest_sha256=manifest_sha,
             content_id=fmt.content_id(checksums, manifest_sha),
+            # Sampled blocks of every shard file: the cheap check at every training start.
+            fingerprints={name: fmt.file_fingerprint(self.root / name) for name in checksums},
         )
         self._complete = True
         for s in range(self._shard):

@@ -103,6 +103,31 @@ class FeatureDataset(Dataset):
             label = int(self.null_label)
         return x, torch.tensor(label, dtype=torch.long)
 
+    def _images(self, rows: np.ndarray, flip: np.ndarray) -> torch.Tensor:
+        """Batch form of `_image`: one sorted read of `rows`, then each row's flip applied."""
+        if self.kind == "pixels":
+            arr = self.store.take(self.field, rows)
+            if flip.any():
+                arr[flip] = arr[flip][..., ::-1]
+            return torch.from_numpy(arr).to(torch.float32) / 127.5 - 1.0
+        # Latent moments: only the chosen view (0 = orig, 1 = flipped image) of each row is read.
+        arr = self.store.take(self.field, rows, sub=flip.astype(np.int64))
+        return torch.from_numpy(arr).to(torch.float32)
+
+    def get_batch(self, rows) -> tuple[torch.Tensor, torch.Tensor]:
+        """The collated items `rows` in one read: equal to stacking `self[i]` for i in rows, with
+        the same random draws in the same order (so a batch equals its items, per RNG stream)."""
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        rng = self._generator()
+        # Per item: a flip draw (if random_flip), then a drop draw (if p_uncond > 0), as __getitem__.
+        k = int(self.random_flip) + int(self.p_uncond > 0)
+        u = rng.random((len(rows), k)) if k else np.zeros((len(rows), 0))
+        flip = u[:, 0] < 0.5 if self.random_flip else np.zeros(len(rows), dtype=bool)
+        labels = torch.from_numpy(self.store.take("label", rows))
+        if self.p_uncond > 0:
+            labels[torch.from_numpy(u[:, -1] < self.p_uncond)] = int(self.null_label)
+        return self._images(rows, flip), labels
+
 
 class CaptionedFeatureDataset(FeatureDataset):
     """(x float32, context float32 (L, D)) items: an image and one of its captions' text features.
@@ -152,3 +177,40 @@ class CaptionedFeatureDataset(FeatureDataset):
         row = int(lo + rng.integers(hi - lo))  # uniform over this image's captions, every access
         context = self.captions.store.get("context", row).astype(np.float32)
         return x, torch.from_numpy(context)
+
+    def get_batch(self, rows) -> tuple[torch.Tensor, torch.Tensor]:
+        """The collated items `rows` in one read of images and one of captions; the same random
+        draws in the same order as `self[i]` item by item (the draws interleave, so they loop)."""
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        rng = self._generator()
+        offsets = self.captions.offsets
+        flip = np.zeros(len(rows), dtype=bool)
+        caption = np.full(len(rows), -1, dtype=np.int64)  # -1: the empty context
+        for i, idx in enumerate(rows.tolist()):
+            flip[i] = self.random_flip and rng.random() < 0.5
+            if self.p_uncond > 0 and rng.random() < self.p_uncond:
+                continue
+            lo, hi = offsets[idx], offsets[idx + 1]
+            caption[i] = int(lo + rng.integers(hi - lo))
+        x = self._images(rows, flip)
+        context = self.empty_context.expand(len(rows), *self.empty_context.shape).clone()
+        kept = caption >= 0
+        if kept.any():
+            context[torch.from_numpy(kept)] = torch.from_numpy(
+                self.captions.contexts(caption[kept])
+            )
+        return x, context
+
+
+class BatchReads(Dataset):
+    """A map-style dataset whose item `rows` (a list of row indices) is the whole collated batch,
+    read with `dataset.get_batch(rows)`; pair it with a `BatchSampler` and `batch_size=None`."""
+
+    def __init__(self, dataset: FeatureDataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, rows) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.dataset.get_batch(rows)

@@ -39,7 +39,8 @@ def sampling_spec(
     cfg_param: str = "evaluation.cfg_scale",
 ) -> SamplingSpec:
     """The spec of a sampling job with the settings of a parameter section (`evaluation` or
-    `generate`: use_ema, sampler, steps, cfg_scale, clip_x0, device, decode_batch_size); latents
+    `generate`: use_ema, sampler, steps, cfg_scale, clip_x0, device, decode_batch_size,
+    mixed_precision, cfg_batched); latents
     decode through `decoder`, else `autoencoder`."""
     return SamplingSpec.for_checkpoint(
         uvit_checkpoint,
@@ -58,6 +59,8 @@ def sampling_spec(
         label_probs=label_probs,
         device=section["device"],
         decode_batch_size=section["decode_batch_size"],
+        mixed_precision=section["mixed_precision"],
+        cfg_batched=section["cfg_batched"],
     )
 
 

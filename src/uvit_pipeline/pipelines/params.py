@@ -53,6 +53,10 @@ class ParameterError(click.ClickException, ValueError):
 pos_int, nonneg_int = integer(1), integer(0)
 pos_number, nonneg_number = number(0, low_open=True), number(0)
 string = text
+# `no` unquoted in YAML reads as False: both spellings mean no autocast.
+_sampling_precision = Check(
+    "one of auto, no, fp16, bf16", lambda v: v is False or v in ("auto", "no", "fp16", "bf16")
+)
 _str_or_int = Check(
     "a class index or a class name", lambda v: (isinstance(v, str) and bool(v)) or integer().ok(v)
 )
@@ -197,6 +201,16 @@ SCHEMA: dict[str, Any] = {
         "device": _p(string, "device of single-process sampling"),
         "num_processes": _p(pos_int, "> 1: sampling under accelerate launch, one rank per GPU"),
         "decode_batch_size": _p(pos_int, "latent models: latents per decoder batch (§5.3)"),
+        "mixed_precision": _p(
+            _sampling_precision,
+            "autocast of the network forward while sampling (outputs in fp32): auto = fp16 on a "
+            "GPU as the original, none (fp32) on the CPU; or no, fp16, bf16",
+        ),
+        "cfg_batched": _p(
+            boolean,
+            "guidance (cfg_scale > 0): the conditional and unconditional passes as one forward "
+            "of 2B per step (faster, same result up to rounding) instead of two of B",
+        ),
         "save_adm_npz": _p(boolean, "also write the samples as an ADM-evaluator .npz"),
         "grid_columns": _p(pos_int, "columns of the sample grid"),
         "grid_scale": _p(pos_int, "nearest-neighbour upscaling of the sample grid"),
@@ -215,6 +229,8 @@ SCHEMA: dict[str, Any] = {
         "decode_batch_size": _p(optional(pos_int), "null = evaluation.decode_batch_size"),
         "device": _p(optional(string), "null = evaluation.device"),
         "grid_scale": _p(optional(pos_int), "null = evaluation.grid_scale"),
+        "mixed_precision": _p(optional(_sampling_precision), "null = evaluation.mixed_precision"),
+        "cfg_batched": _p(optional(boolean), "null = evaluation.cfg_batched"),
     },
     "import_pretrained": {
         "config": _p(

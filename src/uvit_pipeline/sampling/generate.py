@@ -77,12 +77,16 @@ def generate_samples(
     seed: int = 0,
     device: str | torch.device = "cpu",
     progress: bool = True,
+    mixed_precision: str = "no",
+    cfg_batched: bool = False,
 ) -> np.ndarray:
     """Generate ``n`` images as uint8 (n, 3, H, W).
 
     Class models take ``labels`` (n,) and, for CFG, ``null_label``; text models take ``contexts``
     (n, L, D) and, for CFG, ``null_context`` (L, D), the encoded empty prompt (§4.3). Guidance is
-    (1+s)·ε_c − s·ε_u with s = ``cfg_scale``. ``decode`` maps latents to [-1, 1] images.
+    (1+s)·ε_c − s·ε_u with s = ``cfg_scale``, its two passes as one forward of 2B with
+    ``cfg_batched``. ``decode`` maps latents to [-1, 1] images. ``mixed_precision`` (no / fp16 / bf16
+    / auto, `autocast_dtype`) runs the network forward under autocast; the solver stays in fp32.
     """
     if labels is not None and contexts is not None:
         raise ValueError("give labels (class model) or contexts (text model), not both")
@@ -93,6 +97,7 @@ def generate_samples(
             "cfg_scale > 0 with contexts needs null_context (the encoded empty prompt)"
         )
     device = torch.device(device)
+    net = _autocast_net(nnet, device, autocast_dtype(mixed_precision, device))
     null_ctx = None
     if contexts is not None and cfg_scale > 0:
         null_ctx = torch.as_tensor(null_context, dtype=torch.float32, device=device)
@@ -108,12 +113,42 @@ def generate_samples(
         else:
             cond = labels[lo : lo + b].to(device) if labels is not None else None
             null = torch.full_like(cond, null_label) if cond is not None and cfg_scale > 0 else None
-        eps_fn = make_eps_fn(nnet, schedule, cond=cond, null_cond=null, cfg_scale=cfg_scale)
+        eps_fn = make_eps_fn(
+            net, schedule, cond=cond, null_cond=null, cfg_scale=cfg_scale, batched=cfg_batched
+        )
         x0 = sample(eps_fn, x_T, schedule, sampler, steps, clip_x0=clip_x0, generator=gen)
         if decode is not None:
             x0 = decode(x0)
         out.append(quantize(x0).cpu().numpy())
     return np.concatenate(out)
+
+
+def autocast_dtype(mixed_precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of sampling: auto = fp16 on a GPU (as the original) and none on the CPU."""
+    if mixed_precision in ("no", False):
+        return None
+    if mixed_precision == "auto":
+        return torch.float16 if device.type == "cuda" else None
+    dtypes = {"fp16": torch.float16, "bf16": torch.bfloat16}
+    if mixed_precision not in dtypes:
+        raise ValueError(
+            f"mixed_precision must be one of auto, no, fp16, bf16, got {mixed_precision!r}"
+        )
+    return dtypes[mixed_precision]
+
+
+def _autocast_net(nnet, device: torch.device, dtype: torch.dtype | None):
+    """nnet with its forward under autocast(dtype) and its output back in fp32 (as accelerate's
+    mixed precision wraps a prepared model); nnet itself when dtype is None."""
+    if dtype is None:
+        return nnet
+
+    def forward(*args, **kwargs) -> torch.Tensor:
+        with torch.autocast(device.type, dtype=dtype):
+            out = nnet(*args, **kwargs)
+        return out.float()
+
+    return forward
 
 
 # --- one setup for every caller: checkpoint -> network, schedule, decoder, shape -------------------
@@ -266,6 +301,8 @@ def generate_to_dir(
             clip_x0=bool(spec.clip_x0),
             seed=spec.seed * 1_000_003 + 2 * k,
             progress=False,
+            mixed_precision=spec.mixed_precision,
+            cfg_batched=bool(spec.cfg_batched),
             **cond,
         )
         lab = cond.get("labels")

@@ -19,6 +19,9 @@ from uvit_pipeline._io import atomic_write_json
 from uvit_pipeline.models.checkpoint import CheckpointInfo, read_checkpoint_info
 
 WHICH = ("ema", "raw")
+# Autocast of the network forward while sampling: auto = fp16 on a GPU (the original sampled under
+# accelerate's fp16 autocast), none (fp32) on the CPU.
+SAMPLING_PRECISIONS = ("auto", "no", "fp16", "bf16")
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,8 @@ class SamplingSpec:
     n_samples, batch_size: how many samples, in chunks of this size (chunk k is seeded by (seed, k)).
     sampler, steps, cfg_scale, clip_x0: the solver (diffusion.SAMPLERS) and guidance s in
         (1+s)·ε_c − s·ε_u.
+    mixed_precision: autocast of the network forward (SAMPLING_PRECISIONS; outputs back in fp32).
+    cfg_batched: guidance's conditional and unconditional passes as one forward of 2B.
     num_real_classes, null_label: the class model's real classes and CFG null class (from the
         checkpoint); labels: explicit labels (a grid), else drawn uniformly or by label_probs.
     device; autoencoder, scale_factor, decode_batch_size, decode_latents: how latents are decoded
@@ -56,10 +61,19 @@ class SamplingSpec:
     text_features: str | None = None
     text_split: str = "val"
     decode_latents: bool = True
+    mixed_precision: str = "auto"
+    cfg_batched: bool = True
 
     def __post_init__(self) -> None:
         if self.which not in WHICH:
             raise ValueError(f"which must be one of {list(WHICH)}, got {self.which!r}")
+        if self.mixed_precision is False:  # YAML reads an unquoted `no` as False
+            object.__setattr__(self, "mixed_precision", "no")
+        if self.mixed_precision not in SAMPLING_PRECISIONS:
+            raise ValueError(
+                f"mixed_precision must be one of {list(SAMPLING_PRECISIONS)}, got "
+                f"{self.mixed_precision!r}"
+            )
         for name in ("labels", "label_probs"):  # lists from JSON -> tuples: the value is frozen
             value = getattr(self, name)
             if value is not None and not isinstance(value, tuple):

@@ -86,6 +86,13 @@ class DataConfig:
     )
     scale_factor: float = derived(0.18215, positive, "latent scale (§4.5; 0.23010 for MS-COCO)")
     num_workers: int = setting(8, integer(0), "DataLoader worker processes per training process")
+    verify: str = setting(
+        "quick",
+        one_of(("quick", "full")),
+        "store content check at every start and resume: quick (sizes, manifest sha256, sha256 of "
+        "3 sampled blocks per shard file) or full (sha256 of every file; also on demand with "
+        "`python -m uvit_pipeline.data.verify <store>`)",
+    )
     # Text-to-image only: the text-context store of the same images (§7.3) and, optionally, the
     # encoder identity (keys of its meta "encoder", e.g. name/sha256) it must have been made with.
     text_path: str = derived(

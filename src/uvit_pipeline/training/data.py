@@ -8,9 +8,9 @@ import math
 
 import torch
 from accelerate import Accelerator
-from torch.utils.data import DataLoader
+from torch.utils.data import BatchSampler, DataLoader
 
-from ..data import CaptionedFeatureDataset, FeatureDataset, FeatureStore, TextFeatures
+from ..data import BatchReads, CaptionedFeatureDataset, FeatureDataset, FeatureStore, TextFeatures
 from ..models.checkpoint import label_roles
 from .config import TrainConfig
 from .data_order import ResumableDataOrder
@@ -86,7 +86,8 @@ def prepare_batch(batch, config: TrainConfig, device: torch.device, conditional:
 
 def open_store(config: TrainConfig, accelerator: Accelerator):
     """Open and check the feature store before any training: layout, meta, shapes, identity,
-    content (sha256 of every file, on the main process) and label range."""
+    content (on the main process: `FeatureStore.check`, or `verify` with
+    `training.data.verify: full`) and label range."""
     store = FeatureStore(config.data.path)
     if config.data.expected_meta:
         store.verify_meta(config.data.expected_meta)
@@ -101,8 +102,8 @@ def open_store(config: TrainConfig, accelerator: Accelerator):
             f"training.data.content_id is {config.data.content_id!r} but store {store.root} "
             f"holds content {store.content_id!r}"
         )
-    if accelerator.is_main_process:
-        store.verify(progress=True)
+    if accelerator.is_main_process:  # the full sha256 ran when the store was written
+        store.verify(progress=True) if config.data.verify == "full" else store.check(progress=True)
     accelerator.wait_for_everyone()
     kw = config.model_kwargs()
     # With label dropping the last class index is the null class (§4.3), never a data label.
@@ -152,13 +153,15 @@ def make_loader(
         config.seed,
         start_step,
     )
+    # Each DataLoader item is a whole per-rank batch: the rows of one step are read with one sorted
+    # read per shard (`FeatureDataset.get_batch`), not item by item; the order is `order`'s.
+    batches = BatchSampler(order, config.batch_size // accelerator.num_processes, drop_last=True)
     return DataLoader(
-        dataset,
-        batch_size=config.batch_size // accelerator.num_processes,
-        sampler=order,
+        BatchReads(dataset),
+        batch_size=None,
+        sampler=batches,
         num_workers=config.data.num_workers,
         pin_memory=accelerator.device.type == "cuda",
-        drop_last=True,
         persistent_workers=config.data.num_workers > 0,
     )
 
