@@ -16,7 +16,7 @@ from .conftest import ROOT, TINY
 DEMO_DAG = [
     "generate_demo_data", "ingest_images", "train_demo_autoencoder", "build_image_features", "prepare_feature_network",
     "compute_reference_stats", "train_uvit", "sample_for_evaluation", "score_samples",
-    "render_sample_grid", "write_run_report",
+    "render_sample_grid", "write_run_report", "log_generator_model",
 ]  # fmt: skip
 
 
@@ -174,6 +174,10 @@ def test_demo_dag_end_to_end(finished_demo):
     } <= artifacts
     experiment = mlflow.get_experiment_by_name("uvit_demo")
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    (model,) = mlflow.search_logged_models(
+        experiment_ids=[experiment.experiment_id], output_format="list"
+    )  # the serving pipeline's generator, servable with `mlflow models serve`
+    assert model.name == "generator" and model.source_run_id == run.info.run_id
 
     cwd = Path.cwd()
     os.chdir(project)
