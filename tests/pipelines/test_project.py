@@ -3,6 +3,7 @@ DAG, validation before any node, the whole demo DAG with its MLflow run, reruns.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -103,6 +104,19 @@ def test_invalid_parameter_fails_before_any_node(project, monkeypatch):
     assert not (project / "data/01_raw").exists()  # nothing ran
 
 
+def test_a_run_refused_at_load_leaves_no_mlflow_run(project, monkeypatch):
+    import mlflow
+
+    monkeypatch.chdir(project)
+    with session(project) as s:  # no checkpoint yet: the generate node's input cannot load
+        with pytest.raises(Exception):  # noqa: B017 - which error is the terminal's business
+            s.run(pipeline_names=["generate"])
+    end_stale_mlflow_runs()
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    assert runs == []
+
+
 def test_typos_are_refused_with_a_suggestion(project, monkeypatch):
     monkeypatch.chdir(project)
     with session(project, evaluation={"n_sample": 10}) as s:
@@ -152,7 +166,7 @@ def test_demo_dag_end_to_end(finished_demo):
     experiments = {e.name for e in mlflow.search_experiments()}
     assert "uvit_demo" in experiments and "uvit_pipeline" not in experiments  # no stray experiment
     (run,) = mlflow.search_runs(experiment_names=["uvit_demo"], output_format="list")
-    assert run.info.status == "FINISHED" and run.info.run_name == "demo · default"
+    assert run.info.status == "FINISHED" and run.info.run_name == "demo · full experiment"
     assert "demo_fd" in run.data.metrics and "fid" not in run.data.metrics
     assert 0.0 <= run.data.metrics["demo_class_accuracy"] <= 1.0
     assert run.data.params["training.n_steps"] == "6"
@@ -162,6 +176,10 @@ def test_demo_dag_end_to_end(finished_demo):
     assert run.data.tags["raw_images.path"].endswith("data/01_raw/demo/imagenet")
     client = mlflow.MlflowClient()
     assert len(client.get_metric_history(run.info.run_id, "loss")) >= 2  # from the training child
+    assert "peak_mem_gib" in run.data.metrics
+    # the checkpoint names the run that trained it (notebook 01 reads its curve from there)
+    summary = next(Path(run.data.tags["uvit_checkpoint.path"]).rglob("summary.json"))
+    assert json.loads(summary.read_text())["mlflow_run_ids"] == [run.info.run_id]
     artifacts = {
         a.path
         for folder in ("evaluation", "training")
