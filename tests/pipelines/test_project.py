@@ -197,6 +197,13 @@ def test_demo_dag_end_to_end(finished_demo):
     )  # the serving pipeline's generator, servable with `mlflow models serve`
     assert model.name == "generator" and model.source_run_id == run.info.run_id
 
+    from uvit_pipeline.generator import load_generator  # the README's three lines
+
+    gen = load_generator(project_path=project, device="cpu")
+    images = gen(["red-circle", 3], steps=2, guidance=1.0, seed=0)
+    assert gen.kind == "class" and "red-circle" in gen.class_names
+    assert [im.size for im in images] == [(16, 16)] * 2
+
     cwd = Path.cwd()
     os.chdir(project)
     try:
