@@ -259,8 +259,7 @@ class MlflowTracking:
         run = self._run()
         if run is None or self._named:
             return
-        names = ["default" if n == "__default__" else n for n in self._names]
-        mlflow.set_tag("mlflow.runName", f"{self._env} · {'+'.join(names)}")
+        mlflow.set_tag("mlflow.runName", f"{self._env} · {self._what_ran()}")
         # Who runs it: a later start marks the run KILLED if this process is gone (kill -9).
         tags = {"kedro.env": self._env, PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
         commit = _git_commit(Path.cwd())
@@ -272,6 +271,24 @@ class MlflowTracking:
             run.info.experiment_id, "mlflow.experimentKind", "custom_model_development"
         )
         self._named = True
+
+    def _what_ran(self) -> str:
+        """The run's name after the environment: its pipelines ("full experiment" for the default
+        DAG), and for `generate` how many prompts or classes it was asked for."""
+        names = ["full experiment" if n == "__default__" else n for n in self._names]
+        label = " + ".join(names)
+        if "generate" in self._names and self._catalog is not None:
+            try:
+                generate = self._catalog.load("params:generate")
+                prompts = len(generate["prompts"]) + len(self._catalog.load("prompt_file") or [])
+            except Exception:  # the run itself reports a bad prompt file or parameter
+                return label
+            classes = len(generate["classes"])
+            if prompts:
+                label += f" ({prompts} prompt{'s' * (prompts != 1)})"
+            elif classes:
+                label += f" ({classes} class{'es' * (classes != 1)})"
+        return label
 
     @hook_impl
     def before_node_run(self, node) -> None:
@@ -348,6 +365,7 @@ class MlflowTracking:
             return
         if meta.get("mlflow_history"):
             self._log_history(dataset_name, meta["mlflow_history"])
+            self._link_attempts(dataset_name)
         if kind == "tag":
             self._tag_location(dataset_name, data)
         elif kind == "metrics":
@@ -392,8 +410,48 @@ class MlflowTracking:
         if metrics:
             log.info("Logged %d earlier metric values of %s to MLflow", len(metrics), path)
 
+    def _link_attempts(self, name: str) -> None:
+        """A resumed training: this run now holds the whole curve (`_log_history`); the runs of the
+        interrupted attempts (`mlflow_run_ids` of the export's summary.json) point to it, and it to
+        them, so the MLflow UI shows which run to read."""
+        import mlflow
+
+        from uvit_pipeline._io import read_json
+
+        where = getattr(self._catalog.get(name), "location", None)
+        summary = Path(str(where)) / "summary.json" if where else None
+        if summary is None or not summary.is_file():
+            return
+        current = self._run().info.run_id
+        earlier = [
+            i for i in read_json(summary, "").get("mlflow_run_ids") or [] if i and i != current
+        ]
+        client = mlflow.MlflowClient()
+        for run_id in earlier:
+            try:
+                old = client.get_run(run_id)
+            except mlflow.exceptions.MlflowException:
+                continue  # deleted, or in another tracking store
+            client.set_tag(run_id, "uvit.continued_in_run", current)
+            if "resumed in" not in (old.info.run_name or ""):
+                client.set_tag(
+                    run_id, "mlflow.runName", f"{old.info.run_name} (resumed in {current[:8]})"
+                )
+        if earlier:
+            mlflow.set_tag("uvit.resumes_runs", ",".join(earlier))
+            log.info(
+                "Training resumed from MLflow run(s) %s; this run holds the whole curve", earlier
+            )
+
     @hook_impl
     def after_pipeline_run(self) -> None:
+        self._drop_if_empty()
+
+    @hook_impl
+    def on_pipeline_error(self) -> None:
+        self._drop_if_empty()  # refused before any node ran (e.g. an input that cannot load)
+
+    def _drop_if_empty(self) -> None:
         import mlflow
 
         if self._nodes_run:

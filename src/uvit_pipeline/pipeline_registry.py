@@ -13,6 +13,7 @@ from kedro.pipeline import Pipeline
 # conf/demo/globals.yml `pipelines` (tests/pipelines/test_project.py keeps the two equal)
 DEMO_STAGES = (
     "demo_data", "ingestion", "demo_autoencoder", "features", "fid_reference", "train_uvit", "evaluation",
+    "serving",
 )  # fmt: skip
 
 

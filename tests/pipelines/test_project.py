@@ -3,6 +3,7 @@ DAG, validation before any node, the whole demo DAG with its MLflow run, reruns.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -16,7 +17,7 @@ from .conftest import ROOT, TINY
 DEMO_DAG = [
     "generate_demo_data", "ingest_images", "train_demo_autoencoder", "build_image_features", "prepare_feature_network",
     "compute_reference_stats", "train_uvit", "sample_for_evaluation", "score_samples",
-    "render_sample_grid", "write_run_report",
+    "render_sample_grid", "write_run_report", "log_generator_model",
 ]  # fmt: skip
 
 
@@ -103,6 +104,19 @@ def test_invalid_parameter_fails_before_any_node(project, monkeypatch):
     assert not (project / "data/01_raw").exists()  # nothing ran
 
 
+def test_a_run_refused_at_load_leaves_no_mlflow_run(project, monkeypatch):
+    import mlflow
+
+    monkeypatch.chdir(project)
+    with session(project) as s:  # no checkpoint yet: the generate node's input cannot load
+        with pytest.raises(Exception):  # noqa: B017 - which error is the terminal's business
+            s.run(pipeline_names=["generate"])
+    end_stale_mlflow_runs()
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    assert runs == []
+
+
 def test_typos_are_refused_with_a_suggestion(project, monkeypatch):
     monkeypatch.chdir(project)
     with session(project, evaluation={"n_sample": 10}) as s:
@@ -152,7 +166,7 @@ def test_demo_dag_end_to_end(finished_demo):
     experiments = {e.name for e in mlflow.search_experiments()}
     assert "uvit_demo" in experiments and "uvit_pipeline" not in experiments  # no stray experiment
     (run,) = mlflow.search_runs(experiment_names=["uvit_demo"], output_format="list")
-    assert run.info.status == "FINISHED" and run.info.run_name == "demo · default"
+    assert run.info.status == "FINISHED" and run.info.run_name == "demo · full experiment"
     assert "demo_fd" in run.data.metrics and "fid" not in run.data.metrics
     assert 0.0 <= run.data.metrics["demo_class_accuracy"] <= 1.0
     assert run.data.params["training.n_steps"] == "6"
@@ -162,6 +176,10 @@ def test_demo_dag_end_to_end(finished_demo):
     assert run.data.tags["raw_images.path"].endswith("data/01_raw/demo/imagenet")
     client = mlflow.MlflowClient()
     assert len(client.get_metric_history(run.info.run_id, "loss")) >= 2  # from the training child
+    assert "peak_mem_gib" in run.data.metrics
+    # the checkpoint names the run that trained it (notebook 01 reads its curve from there)
+    summary = next(Path(run.data.tags["uvit_checkpoint.path"]).rglob("summary.json"))
+    assert json.loads(summary.read_text())["mlflow_run_ids"] == [run.info.run_id]
     artifacts = {
         a.path
         for folder in ("evaluation", "training")
@@ -174,6 +192,17 @@ def test_demo_dag_end_to_end(finished_demo):
     } <= artifacts
     experiment = mlflow.get_experiment_by_name("uvit_demo")
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    (model,) = mlflow.search_logged_models(
+        experiment_ids=[experiment.experiment_id], output_format="list"
+    )  # the serving pipeline's generator, servable with `mlflow models serve`
+    assert model.name == "generator" and model.source_run_id == run.info.run_id
+
+    from uvit_pipeline.generator import load_generator  # the README's three lines
+
+    gen = load_generator(project_path=project, device="cpu")
+    images = gen(["red-circle", 3], steps=2, guidance=1.0, seed=0)
+    assert gen.kind == "class" and "red-circle" in gen.class_names
+    assert [im.size for im in images] == [(16, 16)] * 2
 
     cwd = Path.cwd()
     os.chdir(project)

@@ -77,3 +77,78 @@ def test_mlflow_gets_every_complete_record_of_a_resumed_training(tmp_path):
     finally:
         mlflow.set_tracking_uri(before)
     assert sorted(m.step for m in history) == [1, 2, 4]
+
+
+def test_a_resumed_training_leaves_one_run_with_the_whole_curve_linked_to_the_first(tmp_path):
+    """After a kill and a resume the MLflow store holds the crashed attempt's run (steps 1-2, the
+    child logged them live) and the resumed one; once the checkpoint is saved, the resumed run
+    holds every step and the two runs name each other."""
+    import mlflow
+    from kedro.io import DataCatalog, Version
+
+    from uvit_pipeline.datasets import DirectoryDataset
+    from uvit_pipeline.hooks import MlflowTracking
+
+    before = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    try:
+        client = mlflow.MlflowClient()
+        experiment = client.create_experiment("uvit_resume")
+        with mlflow.start_run(experiment_id=experiment, run_name="demo · train_uvit") as first:
+            for step in (1, 2):
+                mlflow.log_metric("loss", 1.0 / step, step=step)
+        client.set_terminated(first.info.run_id, "KILLED")
+        final = tmp_path / "final"
+        final.mkdir()
+        (final / "metrics.jsonl").write_text("".join(record(s) for s in (1, 2, 3, 4)))
+        entry = DirectoryDataset(
+            filepath=str(tmp_path / "uvit_checkpoint"),
+            version=Version(None, None),
+            metadata={"mlflow": "tag", "mlflow_history": "metrics.jsonl"},
+        )
+        hook = MlflowTracking()
+        hook.after_catalog_created(DataCatalog({"uvit_checkpoint": entry}))
+        with mlflow.start_run(experiment_id=experiment, run_name="demo · train_uvit") as second:
+            (final / "summary.json").write_text(
+                json.dumps({"mlflow_run_ids": [first.info.run_id, second.info.run_id]})
+            )
+            entry.save(str(final))
+            for step in (3, 4):  # what the resumed child logged live
+                mlflow.log_metric("loss", 1.0 / step, step=step)
+            hook.after_dataset_saved("uvit_checkpoint", str(final))
+        runs = {r.info.run_id: r for r in client.search_runs([experiment])}
+        curve = client.get_metric_history(second.info.run_id, "loss")
+    finally:
+        mlflow.set_tracking_uri(before)
+    assert sorted(m.step for m in curve) == [1, 2, 3, 4]  # one run holds the whole curve
+    old, new = runs[first.info.run_id], runs[second.info.run_id]
+    assert old.data.tags["uvit.continued_in_run"] == second.info.run_id
+    assert old.info.run_name == f"demo · train_uvit (resumed in {second.info.run_id[:8]})"
+    assert new.data.tags["uvit.resumes_runs"] == first.info.run_id
+    assert new.info.run_name == "demo · train_uvit"
+
+
+def test_run_names_say_what_ran():
+    from kedro.io import DataCatalog, MemoryDataset
+
+    from uvit_pipeline.hooks import MlflowTracking
+
+    def name(pipelines, prompts=(), classes=(), prompt_file=None):
+        hook = MlflowTracking()
+        hook._names = pipelines
+        generate = {"prompts": list(prompts), "classes": list(classes)}
+        hook.after_catalog_created(
+            DataCatalog(
+                {
+                    "params:generate": MemoryDataset(generate),
+                    "prompt_file": MemoryDataset(prompt_file),
+                }
+            )
+        )
+        return hook._what_ran()
+
+    assert name(["__default__"]) == "full experiment"
+    assert name(["train_uvit", "evaluation"]) == "train_uvit + evaluation"
+    assert name(["generate"], prompts=["a", "b"], prompt_file=["c"] * 4) == "generate (6 prompts)"
+    assert name(["generate"], classes=[3]) == "generate (1 class)"
+    assert name(["generate"]) == "generate"

@@ -59,7 +59,7 @@ def test_metrics_checkpoints_and_keep_last(trained):
     run_dir, _ = trained
     m = _metrics(run_dir)
     assert [r["step"] for r in m] == [2, 4, 6]
-    assert {"loss", "lr", "steps_per_s", "images_per_s", "peak_mem_bytes"} <= set(m[0])
+    assert {"loss", "lr", "steps_per_s", "images_per_s", "peak_mem_gib"} <= set(m[0])
     # lr after 2 scheduler steps with warmup 2 = full lr (§4.4)
     assert m[0]["lr"] == pytest.approx(1e-3)
     # saved at 3 and 6; keep_last=2 keeps both

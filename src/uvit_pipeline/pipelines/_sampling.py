@@ -7,8 +7,6 @@ import json
 import logging
 from pathlib import Path
 
-import pandas as pd
-
 from uvit_pipeline.data.text_features import TextFeatures
 from uvit_pipeline.launch import LaunchSpec, run_under_accelerate
 from uvit_pipeline.metrics.demo_classifier import classifier_accuracy
@@ -138,14 +136,3 @@ def score_sample_dir(
         metrics.update({k: v for k, v in scored.items() if isinstance(v, float)})
     log.info("Evaluation on %d samples: %s", len(samples), json.dumps(metrics))
     return metrics
-
-
-def class_names(image_features: str | None, n_real: int) -> list[str]:
-    """Row labels of a class grid: the store's class names where it has them, else the indices."""
-    if image_features is not None:
-        manifest = Path(image_features) / "manifest.parquet"
-        if manifest.is_file():
-            m = pd.read_parquet(manifest, columns=["label", "class_name"])
-            names = m.drop_duplicates("label").set_index("label")["class_name"].to_dict()
-            return [str(names.get(i, i)) for i in range(n_real)]
-    return [str(i) for i in range(n_real)]

@@ -18,13 +18,16 @@ from .generate import (
     quantize,
 )
 from .grid import image_grid, labelled_grid, sample_grid
+from .pipeline import UViTGenerator, class_names
 from .spec import SamplingSpec
 
 __all__ = [
     "SamplerSetup",
     "SamplingSpec",
     "TextConditions",
+    "UViTGenerator",
     "build_sampler",
+    "class_names",
     "collect",
     "collect_caption_rows",
     "conditions_from_prompts",

@@ -26,7 +26,15 @@ from . import checkpoint as ckpt
 from .config import TrainConfig
 from .data import check_resume_identity, make_loader, open_store, prepare_batch, verify_text_store
 from .ema import create_ema, ema_update, initial_weight_share
-from .monitor import JsonlWriter, param_hash, peak_flops, peak_memory_bytes, reset_peak_memory, sync
+from .monitor import (
+    JsonlWriter,
+    param_hash,
+    peak_flops,
+    peak_memory_bytes,
+    read_jsonl,
+    reset_peak_memory,
+    sync,
+)
 
 logger = logging.getLogger(__name__)
 progress = logging.getLogger("uvit_pipeline.progress")  # launch.PROGRESS_LOGGER
@@ -190,6 +198,7 @@ def _train(config: TrainConfig, accelerator: Accelerator) -> Path:
             "event": "start",
             "step": start_step,
             "resumed_from": str(latest) if latest else None,
+            "mlflow_run_id": os.environ.get("MLFLOW_RUN_ID"),  # the tracking run of this attempt
             "num_processes": accelerator.num_processes,
             "distributed_type": str(accelerator.distributed_type.value),
         }
@@ -260,6 +269,8 @@ def _train(config: TrainConfig, accelerator: Accelerator) -> Path:
         "images_per_s": trained * config.batch_size / wall if trained else None,
         "num_processes": accelerator.num_processes,
         "rank_param_hashes": hashes,
+        # MLflow runs of every attempt (a resumed training has several), the current one last
+        "mlflow_run_ids": _attempt_runs(run_dir) if is_main else [],
     }
     final = run_dir / "final"
     if is_main:
@@ -286,6 +297,12 @@ def warn_short_ema(config: TrainConfig) -> float:
     return share
 
 
+def _attempt_runs(run_dir: Path) -> list[str]:
+    """The MLflow run ids the attempts of this training logged into, in order, without repeats."""
+    ids = [e.get("mlflow_run_id") for e in read_jsonl(run_dir / "events.jsonl")]
+    return list(dict.fromkeys(i for i in ids if i))
+
+
 def _log_interval(config, accelerator, objs, step, window, metrics, peak_rate) -> float:
     """One metrics record (loss averaged over ranks, lr, throughput, memory, MFU) to metrics.jsonl,
     MLflow (through accelerate's tracker) and the progress log; returns the loss."""
@@ -299,7 +316,7 @@ def _log_interval(config, accelerator, objs, step, window, metrics, peak_rate) -
         "lr": objs.lr_scheduler.get_last_lr()[0],
         "steps_per_s": steps_s,
         "images_per_s": steps_s * config.batch_size,
-        "peak_mem_bytes": peak_memory_bytes(accelerator.device),
+        "peak_mem_gib": peak_memory_bytes(accelerator.device) / 2**30,
     }
     if peak_rate is not None:
         record["mfu"] = peak_rate * steps_s

@@ -15,10 +15,9 @@ from PIL import Image
 
 from uvit_pipeline.data.demo import CLASS_NAMES
 from uvit_pipeline.data.feature_store import FeatureStore
-from uvit_pipeline.pipelines._sampling import class_names
 from uvit_pipeline.pipelines.evaluation import create_pipeline
 from uvit_pipeline.pipelines.train_uvit.nodes import make_train_config
-from uvit_pipeline.sampling import collect
+from uvit_pipeline.sampling import class_names, collect
 from uvit_pipeline.sampling.grid import labelled_grid
 from uvit_pipeline.training import load_checkpoint_dir, train
 

@@ -11,13 +11,12 @@ import numpy as np
 from uvit_pipeline.data.feature_store import FeatureStore
 from uvit_pipeline.models.checkpoint import read_checkpoint_info
 from uvit_pipeline.pipelines._sampling import (
-    class_names,
     run_sampling,
     sampling_spec,
     score_sample_dir,
 )
 from uvit_pipeline.pipelines._staging import staging_dir
-from uvit_pipeline.sampling import build_sampler, collect
+from uvit_pipeline.sampling import build_sampler, class_names, collect
 from uvit_pipeline.sampling.conditions import store_prompt_conditions
 from uvit_pipeline.sampling.grid import sample_grid
 

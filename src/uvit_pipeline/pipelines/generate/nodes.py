@@ -12,9 +12,9 @@ from PIL import Image
 
 from uvit_pipeline._io import atomic_write
 from uvit_pipeline.models.checkpoint import read_checkpoint_info
-from uvit_pipeline.pipelines._sampling import class_names, sampling_spec
+from uvit_pipeline.pipelines._sampling import sampling_spec
 from uvit_pipeline.pipelines._staging import staging_dir
-from uvit_pipeline.sampling import build_sampler
+from uvit_pipeline.sampling import build_sampler, class_names
 from uvit_pipeline.sampling.conditions import check_text_identity, encode_prompt_conditions
 from uvit_pipeline.sampling.grid import labelled_grid
 from uvit_pipeline.sampling.requests import check_requested_conditions
