@@ -97,7 +97,14 @@ def test_catalog_paths_follow_data_root(project, fake_cifar, monkeypatch):
     with session(project, "cifar10_uvit_small", data_root=str(fake_cifar)) as s:
         catalog = s.load_context().catalog
         manifest = str(catalog.get("image_manifest")._filepath)
+        checkpoint = catalog.get("uvit_checkpoint")._filepath.as_posix()
+        grid = catalog.get("sample_grid")._filepath.as_posix()
     assert "/cifar10-my-cifar10-" in manifest
+    # A model trained on other data is never a version of the experiment's own checkpoint.
+    assert "/cifar10_uvit_small-my-cifar10-" in checkpoint and "/cifar10_uvit_small-my-" in grid
+    with session(project, "cifar10_uvit_small") as s:
+        own = s.load_context().catalog.get("uvit_checkpoint")._filepath.as_posix()
+    assert own.endswith("data/06_models/cifar10_uvit_small/uvit_checkpoint")
 
 
 def test_failed_import_leaves_no_version_behind(project, monkeypatch):
