@@ -93,11 +93,42 @@ class CatalogGuard:
         self._guard(dataset_name)
 
 
+class MissingInputs:
+    """A run whose free inputs are missing (no checkpoint yet, no raw data) is refused before any node
+    runs, with the pipeline that makes the input or the raw layout expected. `tryfirst`: plugin hooks
+    run before project hooks otherwise, and kedro-mlflow opens its run in this hook."""
+
+    @hook_impl(tryfirst=True)
+    def before_pipeline_run(self, pipeline, catalog) -> None:
+        from kedro.io import DatasetError
+
+        from uvit_pipeline.data.sources import SOURCES
+        from uvit_pipeline.datasets.directory import DirectoryDataset, RawDirectoryDataset
+
+        for name in sorted(pipeline.inputs()):
+            if name.startswith("params:") or name == "parameters" or name not in catalog:
+                continue
+            dataset = catalog.get(name)
+            if not isinstance(dataset, DirectoryDataset) or dataset._optional:
+                continue
+            try:
+                if dataset.exists():
+                    continue
+            except DatasetError:
+                pass
+            if isinstance(dataset, RawDirectoryDataset):
+                source = (catalog.load("params:ingestion") or {}).get("source")
+                spec = SOURCES.get(source)
+                root = dataset.location
+                raise dataset.missing(spec.layout.replace("<root>", root) if spec else "")
+            raise dataset.missing()
+
+
 class CheckGenerateRequest:
     """Prompts for a class-conditional checkpoint, or classes for a text model, are refused before
     any node runs (when the checkpoint exists already; the generate node checks again)."""
 
-    @hook_impl
+    @hook_impl(tryfirst=True)
     def before_pipeline_run(self, pipeline, catalog) -> None:
         from uvit_pipeline.models.checkpoint import read_checkpoint_info
         from uvit_pipeline.pipelines.generate.nodes import generate_images
@@ -119,6 +150,18 @@ class CheckGenerateRequest:
         check_requested_conditions(
             read_checkpoint_info(checkpoint), prompts, generate.get("classes") or []
         )
+
+
+class NameFailedNode:
+    """Names the node an unexpected error came from (the console hides Kedro's own line for it,
+    `warning_filters._ErrorsOnce`); a known error ends the run with its one `Error: …` line."""
+
+    @hook_impl
+    def on_node_error(self, error: Exception, node) -> None:
+        from uvit_pipeline.errors import known_error
+
+        if known_error(error) is None:
+            log.error("Node %s failed: %s: %s", node.name, type(error).__name__, error)
 
 
 class RunLocks:
