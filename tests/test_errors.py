@@ -217,3 +217,69 @@ def test_node_failure_line_hidden_on_console_and_mlflow_close_once():
     assert console.filter(record("kedro_mlflow", closed))
     assert not console.filter(record("kedro_mlflow", closed))
     assert console.filter(record("uvit_pipeline", "anything else"))
+
+
+def test_training_eta_is_steady_over_a_long_window():
+    from uvit_pipeline.training.loop import SteadyEta
+
+    eta = SteadyEta(n_steps=1000, start_step=0, t0=0.0)  # window: the last 200 steps
+    t, estimates = 0.0, []
+    for step in range(25, 1000, 25):
+        t += 25 * (5.0 if step % 100 == 0 else 1.0)  # a slow interval every 100 steps (a save)
+        estimates.append(eta.update(step, t))
+    late = estimates[10:]
+    # a last-interval rate would swing 5x; the windowed average moves by less than a third
+    ratios = [b / a for a, b in zip(late, late[1:], strict=False) if b > 0]
+    assert all(0.5 < r < 1.0 for r in ratios[:-1])
+    assert eta.points[0][1] >= 1000 - 25 - 200 - 25
+
+
+def test_demo_prompts_sharing_no_caption_word_are_flagged():
+    from uvit_pipeline.data.demo import caption_vocabulary, unknown_to_demo
+
+    assert {"red", "circle", "large", "medium", "left"} <= caption_vocabulary()
+    assert not unknown_to_demo("a large red circle")
+    assert not unknown_to_demo("Medium-sized cyan diamond")
+    assert unknown_to_demo("a photo of a dog")
+
+
+def test_mlflow_run_url():
+    from uvit_pipeline.hooks import mlflow_run_url
+
+    assert (
+        mlflow_run_url("3", "abc", "sqlite:///x/mlflow.db")
+        == "http://127.0.0.1:5000/#/experiments/3/runs/abc"
+    )
+    assert (
+        mlflow_run_url("3", "abc", "http://host:8080/")
+        == "http://host:8080/#/experiments/3/runs/abc"
+    )
+
+
+def test_run_summary_lists_metrics_files_and_the_run(tmp_path, caplog, monkeypatch):
+    import mlflow
+    from kedro_datasets.json import JSONDataset
+
+    from uvit_pipeline.hooks import RunSummary
+
+    monkeypatch.setattr(mlflow, "active_run", lambda: None)
+    metrics = JSONDataset(filepath=str(tmp_path / "m.json"), metadata={"mlflow": "metrics"})
+    images = DirectoryDataset(filepath=str(tmp_path / "images"), version=Version(None, None))
+    catalog = DataCatalog({"evaluation_metrics": metrics, "generated_images": images})
+    summary = RunSummary()
+    summary.after_catalog_created(catalog)
+    summary.before_pipeline_run()
+    summary.before_node_run()
+    metrics.save({"fid": 12.345, "n": 500})
+    staged = tmp_path / "staged"
+    staged.mkdir()
+    images.save(str(staged))
+    summary._run = ("1", "r1")
+    with caplog.at_level(logging.INFO, logger="uvit_pipeline.hooks"):
+        summary.after_dataset_saved("evaluation_metrics", {"fid": 12.345, "n": 500})
+        summary.after_dataset_saved("generated_images", str(staged))
+        summary.after_pipeline_run()
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    final = images._get_load_path().as_posix()
+    assert f"Images saved to {final}" in text and str(staged) not in text
+    assert "fid 12.35" in text and "#/experiments/1/runs/r1" in text

@@ -129,6 +129,7 @@ from uvit_pipeline.hooks import (  # noqa: E402
     MlflowTracking,
     NameFailedNode,
     RunLocks,
+    RunSummary,
     ValidateParameters,
 )
 
@@ -140,5 +141,6 @@ HOOKS = (
     MissingInputs(),
     RunLocks(),
     NameFailedNode(),
+    RunSummary(),
     MlflowTracking(),
 )

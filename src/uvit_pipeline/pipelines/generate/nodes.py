@@ -120,5 +120,5 @@ def generate_images(
     for i, img in enumerate(images):
         path = out / f"{i // k:03d}-{_slug(rows[i // k])}-{i % k:02d}.png"
         atomic_write(path, lambda f, a=img: Image.fromarray(a.transpose(1, 2, 0)).save(f, "PNG"))
-    log.info("Wrote %d images to %s", len(images), out)
+    log.debug("Wrote %d images to the staging folder %s", len(images), out)
     return str(out), labelled_grid(images, len(rows), rows, scale=generate["grid_scale"])
