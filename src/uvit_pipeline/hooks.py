@@ -105,7 +105,8 @@ class MissingInputs:
         from uvit_pipeline.data.sources import SOURCES
         from uvit_pipeline.datasets.directory import DirectoryDataset, RawDirectoryDataset
 
-        for name in sorted(pipeline.inputs()):
+        # the checkpoint first: without it, nothing downstream of it matters
+        for name in sorted(pipeline.inputs(), key=lambda n: (n != "uvit_checkpoint", n)):
             if name.startswith("params:") or name == "parameters" or name not in catalog:
                 continue
             dataset = catalog.get(name)
