@@ -217,6 +217,8 @@ def test_node_failure_line_hidden_on_console_and_mlflow_close_once():
     assert console.filter(record("kedro_mlflow", closed))
     assert not console.filter(record("kedro_mlflow", closed))
     assert console.filter(record("uvit_pipeline", "anything else"))
+    assert not console.filter(record("kedro.runner.runner", "Completed %d out of %d tasks"))
+    assert console.filter(record("kedro.runner.runner", "There are 3 nodes that have not run."))
 
 
 def test_training_eta_is_steady_over_a_long_window():

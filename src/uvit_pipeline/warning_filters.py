@@ -25,11 +25,16 @@ class _KnownWarnings(logging.Filter):
         return not _PATTERN.search(record.getMessage())
 
 
+# Runner bookkeeping hidden on the console: "Running node: …" already marks each stage.
+_CONSOLE_HIDDEN = ("Completed node: %s", "Completed %d out of %d tasks", "Using synchronous mode")
+
+
 class _ErrorsOnce(logging.Filter):
     """Console only: Kedro's "Node … failed with error: <message>" (the run's end prints the error
     once: `Error: …` for a known one, the traceback otherwise; the node is named by
-    `hooks.NameFailedNode`), and kedro-mlflow's "run … was closed because of an error" after its
-    first time. The log file keeps every record."""
+    `hooks.NameFailedNode`), kedro-mlflow's "run … was closed because of an error" after its first
+    time, and the runner's per-node bookkeeping (`_CONSOLE_HIDDEN`). The log file keeps every
+    record."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -37,6 +42,8 @@ class _ErrorsOnce(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.name == "kedro.pipeline.node" and "failed with error" in str(record.msg):
+            return False
+        if record.name.startswith("kedro.runner") and str(record.msg).startswith(_CONSOLE_HIDDEN):
             return False
         if "was closed because of an error" in str(record.msg):
             seen, self._closed_seen = self._closed_seen, True
