@@ -50,6 +50,13 @@ def test_known_error_is_found_behind_kedros_wrapper():
     err = _wrapped_known()
     assert isinstance(known_error(err), MissingInput)
     assert known_error(DatasetError("plain")) is None
+    try:
+        try:
+            raise MissingInput("known")
+        except MissingInput:
+            raise TypeError("a bug while handling it") from None
+    except TypeError as bug:
+        assert known_error(bug) is None
 
 
 def test_known_error_becomes_one_error_line_and_its_traceback_goes_to_the_log_file(

@@ -35,12 +35,13 @@ def verbose() -> bool:
 
 
 def known_error(err: BaseException | None) -> UserFacingError | None:
-    """The first `UserFacingError` in `err`'s chain (`raise … from …` and implicit context), if any:
-    Kedro wraps a dataset's error in its own `DatasetError`."""
+    """The first `UserFacingError` in `err`'s chain of causes (`raise … from …`), if any: Kedro wraps
+    a dataset's error in its own `DatasetError`. An error raised while handling a known one (its
+    implicit context) is not the known one: it keeps its traceback."""
     seen = set()
     while err is not None and id(err) not in seen:
         if isinstance(err, UserFacingError):
             return err
         seen.add(id(err))
-        err = err.__cause__ or err.__context__
+        err = err.__cause__
     return None
