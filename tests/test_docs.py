@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 
 import pytest
@@ -38,3 +39,24 @@ def test_parameter_reference_matches_the_schema():
     )
     for key in ("`training.n_steps`", "`model.embed_dim`", "`generate.classes`", "`data_root`"):
         assert key in expected
+
+
+def test_troubleshooting_names_every_known_error_and_the_verbose_switch():
+    import uvit_pipeline.data.coco  # noqa: F401  (modules defining known errors)
+    import uvit_pipeline.data.sources  # noqa: F401
+    import uvit_pipeline.data.text_features  # noqa: F401
+    import uvit_pipeline.datasets.directory  # noqa: F401
+    import uvit_pipeline.datasets.guard  # noqa: F401
+    import uvit_pipeline.launch  # noqa: F401
+    import uvit_pipeline.training.checkpoint  # noqa: F401
+    from uvit_pipeline.errors import UserFacingError
+
+    def subclasses(cls):
+        for sub in cls.__subclasses__():
+            yield sub
+            yield from subclasses(sub)
+
+    text = (ROOT / "docs" / "troubleshooting.md").read_text()
+    missing = {c.__name__ for c in subclasses(UserFacingError)} - set(re.findall(r"`(\w+)`", text))
+    assert not missing, f"docs/troubleshooting.md does not name {sorted(missing)}"
+    assert "--verbose" in text and "UVIT_VERBOSE=1" in text and "info.log" in text

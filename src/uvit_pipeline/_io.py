@@ -22,6 +22,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+from uvit_pipeline.errors import UserFacingError
+
 # A folder holding this file was created by the project; only such folders may be replaced or removed.
 MARKER = ".uvit-pipeline"
 
@@ -93,7 +95,7 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
-class UnreadableFile(ValueError):
+class UnreadableFile(UserFacingError, ValueError):
     """A file the project wrote (or reads) that does not parse or fails its checksum; the message
     names the file and says what to do."""
 
@@ -160,7 +162,7 @@ def verify_checksums(folder: str | os.PathLike, remedy: str, required: bool = Fa
     return True
 
 
-class InputRefused(ValueError):
+class InputRefused(UserFacingError, ValueError):
     """An input file that is not read: not a regular file, or larger than the limit."""
 
     def __init__(self, path: str | os.PathLike, reason: str):
@@ -277,7 +279,7 @@ def remove_project_dir(path: str | os.PathLike) -> None:
     shutil.rmtree(path)
 
 
-class LockedError(RuntimeError):
+class LockedError(UserFacingError, RuntimeError):
     """Another live process holds the lock; the message names its pid and host."""
 
 

@@ -1,16 +1,28 @@
 """The project's `kedro run` (also `python -m uvit_pipeline`): Kedro's own command, except that
-`--params` is split at the commas between parameters only, so a list stays one value:
-`--params "generate.classes=[0,1,2],training.betas=[0.9,0.999]"`. Kedro 1.7 splits at every comma.
+
+- `--params` is split at the commas between parameters only, so a list stays one value:
+  `--params "generate.classes=[0,1,2],training.betas=[0.9,0.999]"`. Kedro 1.7 splits at every comma;
+- the project's known errors (`uvit_pipeline.errors.UserFacingError`) end the run with one
+  `Error: …` line; their traceback goes to the log file (info.log), and to the terminal as well with
+  `--verbose` (or `UVIT_VERBOSE=1`). Any other exception shows its traceback as before.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
+import logging
+import os
 from typing import Any
 
 import click
 from kedro.framework.cli.project import run as kedro_run
 from omegaconf import OmegaConf
+
+from uvit_pipeline.errors import known_error, verbose
+from uvit_pipeline.pipeline_registry import unknown_pipeline_message
+
+log = logging.getLogger(__name__)
 
 _CLOSING = {"[": "]", "{": "}"}
 PARAMS_HELP = (
@@ -56,12 +68,62 @@ def split_params(ctx: click.Context, param: click.Parameter, value: Any) -> dict
     return OmegaConf.to_container(OmegaConf.from_dotlist(dot_list))
 
 
+class KnownError(click.ClickException):
+    """Printed by click as `Error: <message>`; exit status 1."""
+
+    def __init__(self, message: str):
+        super().__init__(message + "\n(traceback in info.log; `kedro run --verbose` prints it)")
+
+
+def log_traceback_to_file(err: BaseException) -> None:
+    """The full traceback of `err`, to the root logger's file handlers only (info.log)."""
+    record = log.makeRecord(
+        log.name, logging.ERROR, __file__, 0, "kedro run failed: %s", (err,), None
+    )
+    record.exc_info = (type(err), err, err.__traceback__)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
+def _one_line_errors(callback):
+    @functools.wraps(callback)
+    def run(*args, verbose_errors: bool = False, **kwargs):
+        if verbose_errors:
+            os.environ["UVIT_VERBOSE"] = "1"
+        names = list(kwargs.get("pipelines") or []) + [kwargs.get("pipeline") or ""]
+        unknown = unknown_pipeline_message([n for n in names if n])
+        if unknown:
+            raise click.ClickException(unknown)
+        try:
+            return callback(*args, **kwargs)
+        except click.ClickException:
+            raise
+        except Exception as err:
+            known = known_error(err)
+            if known is None or verbose():
+                raise
+            log_traceback_to_file(err)
+            raise KnownError(str(known)) from None
+
+    return run
+
+
 def _with_list_aware_params(command: click.Command) -> click.Command:
     run = copy.copy(command)
     run.params = [copy.copy(p) for p in command.params]
     for p in run.params:
         if p.name == "params":
             p.callback, p.help = split_params, PARAMS_HELP
+    run.params.append(
+        click.Option(
+            ["--verbose", "verbose_errors"],
+            is_flag=True,
+            help="Print the full traceback of a known error (also: UVIT_VERBOSE=1); it is always "
+            "in info.log.",
+        )
+    )
+    run.callback = _one_line_errors(command.callback)
     return run
 
 

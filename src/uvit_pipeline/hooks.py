@@ -114,11 +114,51 @@ class CatalogGuard:
         self._guard(dataset_name)
 
 
+class MissingInputs:
+    """A run whose free inputs are missing (no checkpoint yet, no raw data) is refused before any node
+    runs, with the pipeline that makes the input or the raw layout expected. `tryfirst`: plugin hooks
+    run before project hooks otherwise, and kedro-mlflow opens its run in this hook."""
+
+    @hook_impl(tryfirst=True)
+    def before_pipeline_run(self, pipeline, catalog) -> None:
+        from kedro.io import DatasetError
+
+        from uvit_pipeline.data.sources import SOURCES
+        from uvit_pipeline.datasets.directory import DirectoryDataset, RawDirectoryDataset
+
+        # the checkpoint first: without it, nothing downstream of it matters
+        for name in sorted(pipeline.inputs(), key=lambda n: (n != "uvit_checkpoint", n)):
+            if name.startswith("params:") or name == "parameters" or name not in catalog:
+                continue
+            dataset = catalog.get(name)
+            if not isinstance(dataset, DirectoryDataset) or dataset._optional:
+                continue
+            try:
+                if dataset.exists():
+                    continue
+            except DatasetError:
+                pass
+            if isinstance(dataset, RawDirectoryDataset):
+                source = (catalog.load("params:ingestion") or {}).get("source")
+                spec = SOURCES.get(source)
+                root = dataset.location
+                raise dataset.missing(spec.layout.replace("<root>", root) if spec else "")
+            raise dataset.missing()
+
+
 class CheckGenerateRequest:
     """Prompts for a class-conditional checkpoint, or classes for a text model, are refused before
-    any node runs (when the checkpoint exists already; the generate node checks again)."""
+    any node runs (when the checkpoint exists already; the generate node checks again). In the
+    `demo_t2i` data set, a prompt sharing no word with the demo's captions gets a warning."""
+
+    def __init__(self) -> None:
+        self._dataset = None
 
     @hook_impl
+    def after_context_created(self, context) -> None:
+        self._dataset = context.config_loader["globals"].get("dataset")
+
+    @hook_impl(tryfirst=True)
     def before_pipeline_run(self, pipeline, catalog) -> None:
         from uvit_pipeline.models.checkpoint import read_checkpoint_info
         from uvit_pipeline.pipelines.generate.nodes import generate_images
@@ -127,6 +167,9 @@ class CheckGenerateRequest:
         if not any(n.func is generate_images for n in pipeline.nodes):
             return
         from kedro.io import DatasetError
+
+        if self._dataset == "demo_t2i":
+            self._warn_unknown_words(catalog)
 
         try:
             checkpoint = catalog.get("uvit_checkpoint").load()
@@ -140,6 +183,121 @@ class CheckGenerateRequest:
         check_requested_conditions(
             read_checkpoint_info(checkpoint), prompts, generate.get("classes") or []
         )
+
+    @staticmethod
+    def _warn_unknown_words(catalog) -> None:
+        from uvit_pipeline.data.demo import CLASSES, COLOURS, unknown_to_demo
+
+        prompts = list(catalog.load("params:generate").get("prompts") or [])
+        if "prompt_file" in catalog:
+            prompts += list(catalog.load("prompt_file") or [])
+        for prompt in prompts:
+            if unknown_to_demo(prompt):
+                log.warning(
+                    "Prompt %r shares no word with the demo's captions: the demo model knows only "
+                    "its shapes (%s) in its colours (%s), sizes and places",
+                    prompt,
+                    ", ".join(sorted({shape for _, shape in CLASSES})),
+                    ", ".join(COLOURS),
+                )
+
+
+class NameFailedNode:
+    """Names the node an unexpected error came from (the console hides Kedro's own line for it,
+    `warning_filters._ErrorsOnce`); a known error ends the run with its one `Error: …` line."""
+
+    @hook_impl
+    def on_node_error(self, error: Exception, node) -> None:
+        from uvit_pipeline.errors import known_error
+
+        if known_error(error) is None:
+            log.error("Node %s failed: %s: %s", node.name, type(error).__name__, error)
+
+
+class RunSummary:
+    """After a `kedro run` that ran nodes: the metrics it saved, where its images and report are, and
+    its MLflow run's address. Where generated images end up is logged as soon as they are saved
+    (the generate node writes them to a staging folder first)."""
+
+    IMAGES = ("generated_images",)
+
+    def __init__(self) -> None:
+        self._catalog = None
+        self._reset()
+
+    def _reset(self) -> None:
+        self._metrics: dict[str, float] = {}
+        self._files: list[tuple[str, str]] = []
+        self._run: tuple[str, str] | None = None
+        self._nodes = 0
+
+    @hook_impl
+    def after_catalog_created(self, catalog) -> None:
+        self._catalog = catalog
+
+    @hook_impl
+    def before_pipeline_run(self) -> None:
+        import mlflow
+
+        self._reset()
+        run = mlflow.active_run()  # kedro-mlflow's (plugin hooks run before project hooks)
+        if run is not None:
+            self._run = (run.info.experiment_id, run.info.run_id)
+
+    @hook_impl
+    def before_node_run(self) -> None:
+        self._nodes += 1
+
+    def _saved_path(self, name: str) -> str | None:
+        """Where the entry's save just went: the version folder of this run when versioned."""
+        dataset = self._catalog.get(name) if self._catalog is not None else None
+        filepath = getattr(dataset, "_filepath", None)
+        if filepath is None:
+            return None
+        if getattr(dataset, "_version", None) is not None:
+            return dataset._get_versioned_path(dataset.resolve_save_version()).as_posix()
+        return str(filepath)
+
+    @hook_impl
+    def after_dataset_saved(self, dataset_name: str, data: Any) -> None:
+        meta = getattr(self._catalog.get(dataset_name), "metadata", None) or {}
+        if meta.get("mlflow") == "metrics" and isinstance(data, dict):
+            self._metrics.update({k: v for k, v in data.items() if isinstance(v, int | float)})
+        path = self._saved_path(dataset_name)
+        if path is None:
+            return
+        if dataset_name in self.IMAGES:
+            log.info("Images saved to %s", path)
+            self._files.append((dataset_name, path))
+        elif (
+            path.endswith((".png", ".html"))
+            and meta.get("kedro-viz", {}).get("layer") == "reporting"
+        ):
+            self._files.append((dataset_name, path))
+
+    @hook_impl
+    def after_pipeline_run(self) -> None:
+        if not self._nodes:
+            return
+        lines = ["Summary of this run:"]
+        if self._metrics:
+            shown = ", ".join(f"{k} {v:.4g}" for k, v in sorted(self._metrics.items()))
+            lines.append(f"  metrics: {shown}")
+        lines += [f"  {name}: {path}" for name, path in self._files]
+        url = mlflow_run_url(*self._run) if self._run else None
+        if url:
+            lines.append(f"  MLflow run: {url}")
+        log.info("\n".join(lines))
+
+
+def mlflow_run_url(experiment_id: str, run_id: str, tracking_uri: str | None = None) -> str:
+    """The run's page in the MLflow UI: on the tracking server for an http(s) store, else on
+    `mlflow ui --backend-store-uri <store>` at its default address (README "Inspecting runs")."""
+    import mlflow
+
+    uri = tracking_uri or mlflow.get_tracking_uri()
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
 class RunLocks:

@@ -36,6 +36,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from uvit_pipeline.errors import ChildFailed
+
 from ._io import atomic_write_json
 
 logger = logging.getLogger(__name__)
@@ -386,12 +388,36 @@ def run_under_accelerate(
     rc, tail = _run_tee(cmd, env, log_path)
     if rc != 0:
         hint = diagnose_failure("".join(tail), spec, spec.main_process_port or port)
-        raise RuntimeError(
-            f"{what} exited with code {rc} ({where}; log: {log_path})"
+        last = last_lines(tail)
+        raise ChildFailed(
+            f"{what} {exit_description(rc)} ({where}; log: {log_path})"
             + (f": {hint}" if hint else "")
-            + "; last lines:\n"
-            + "".join(tail)
+            + ("; last lines:\n" + "\n".join(last) if last else "")
         )
+
+
+def exit_description(rc: int) -> str:
+    """`exited with code 1`, or what a signal exit usually means (Popen: -N; a shell: 128+N)."""
+    if rc in (-signal.SIGKILL, 128 + signal.SIGKILL):
+        return (
+            f"was killed (exit code {rc}: SIGKILL, often the out-of-memory killer; lower the batch "
+            "size or free memory)"
+        )
+    if rc in (-signal.SIGTERM, 128 + signal.SIGTERM):
+        return f"was terminated (exit code {rc}: SIGTERM, e.g. a scheduler's time limit)"
+    return f"exited with code {rc}"
+
+
+def last_lines(tail: list[str], n: int = 15) -> list[str]:
+    """The last `n` non-empty lines of a log tail, each progress-bar line (tqdm redraws it with `\r`)
+    collapsed to its final state."""
+    lines = []
+    for chunk in tail:
+        for line in chunk.split("\n"):
+            final = [part for part in line.split("\r") if part.strip()]
+            if final:
+                lines.append(final[-1].rstrip())
+    return lines[-n:]
 
 
 def diagnose_failure(log_tail: str, spec: LaunchSpec, port: int | None) -> str | None:

@@ -7,6 +7,9 @@ environment, so `hooks.ExperimentPipelines` calls `use_default_stages` with the 
 the Kedro context is created; until then (e.g. `kedro viz` without hooks) the demo's list applies.
 """
 
+import difflib
+from pathlib import Path
+
 from kedro.framework.project import find_pipelines
 from kedro.pipeline import Pipeline
 
@@ -42,3 +45,25 @@ def register_pipelines() -> dict[str, Pipeline]:
     if all(name in pipelines for name in stages):
         pipelines["__default__"] = sum((pipelines[n] for n in stages), Pipeline([]))
     return pipelines
+
+
+def known_pipelines() -> list[str]:
+    """The registered pipeline names: one per folder of `pipelines/` with a `pipeline.py`."""
+    root = Path(__file__).parent / "pipelines"
+    return sorted(p.name for p in root.iterdir() if (p / "pipeline.py").is_file())
+
+
+def unknown_pipeline_message(names) -> str | None:
+    """None when every name is a pipeline (or `__default__`), else one sentence naming the unknown
+    ones, the closest known name and the list (Kedro 1.7 reports a bare ImportError)."""
+    known = known_pipelines()
+    unknown = [n for n in names or [] if n not in known and n != "__default__"]
+    if not unknown:
+        return None
+    parts = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
+        parts.append(
+            f"unknown pipeline {name!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+        )
+    return "; ".join(parts) + f". Pipelines: {', '.join(known)} (docs/architecture.md)."

@@ -7,6 +7,7 @@ from pathlib import Path
 from kedro.config import OmegaConfigLoader
 from kedro.utils import find_kedro_project
 
+from uvit_pipeline.devices import resolve_devices
 from uvit_pipeline.pipelines.params import ParameterError
 from uvit_pipeline.warning_filters import filter_known_warnings
 
@@ -116,7 +117,7 @@ class ProjectConfigLoader(OmegaConfigLoader):
 
     def __getitem__(self, key: str):
         config = super().__getitem__(key)
-        return fill_generate_defaults(config) if key == "parameters" else config
+        return resolve_devices(fill_generate_defaults(config)) if key == "parameters" else config
 
 
 CONFIG_LOADER_CLASS = ProjectConfigLoader
@@ -138,8 +139,11 @@ from uvit_pipeline.hooks import (  # noqa: E402
     CatalogGuard,
     CheckGenerateRequest,
     ExperimentPipelines,
+    MissingInputs,
     MlflowTracking,
+    NameFailedNode,
     RunLocks,
+    RunSummary,
     ValidateParameters,
 )
 
@@ -148,6 +152,9 @@ HOOKS = (
     ValidateParameters(),
     CatalogGuard(),
     CheckGenerateRequest(),
+    MissingInputs(),
     RunLocks(),
+    NameFailedNode(),
+    RunSummary(),
     MlflowTracking(),
 )

@@ -25,6 +25,41 @@ class _KnownWarnings(logging.Filter):
         return not _PATTERN.search(record.getMessage())
 
 
+# Runner bookkeeping hidden on the console: "Running node: …" already marks each stage.
+_CONSOLE_HIDDEN = ("Completed node: %s", "Completed %d out of %d tasks", "Using synchronous mode")
+
+
+class _ErrorsOnce(logging.Filter):
+    """Console only: Kedro's "Node … failed with error: <message>" (the run's end prints the error
+    once: `Error: …` for a known one, the traceback otherwise; the node is named by
+    `hooks.NameFailedNode`), kedro-mlflow's "run … was closed because of an error" after its first
+    time, and the runner's per-node bookkeeping (`_CONSOLE_HIDDEN`). The log file keeps every
+    record."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._closed_seen = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "kedro.pipeline.node" and "failed with error" in str(record.msg):
+            return False
+        if record.name.startswith("kedro.runner") and str(record.msg).startswith(_CONSOLE_HIDDEN):
+            return False
+        if "was closed because of an error" in str(record.msg):
+            seen, self._closed_seen = self._closed_seen, True
+            return not seen
+        return True
+
+
+def errors_once_on_console() -> None:
+    """`_ErrorsOnce` on the root logger's console handlers (not its file handlers)."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            continue
+        if not any(isinstance(f, _ErrorsOnce) for f in handler.filters):
+            handler.addFilter(_ErrorsOnce())
+
+
 PLAIN_FORMAT = "%(asctime)s %(levelname)-7s %(message)s"
 
 
@@ -52,6 +87,7 @@ def plain_console_when_piped(stream=None) -> None:
             plain = logging.StreamHandler(stream)
             plain.setLevel(handler.level)
             plain.setFormatter(logging.Formatter(PLAIN_FORMAT, datefmt="%H:%M:%S"))
+            plain.filters = list(handler.filters)
             root.removeHandler(handler)
             root.addHandler(plain)
 
@@ -59,3 +95,4 @@ def plain_console_when_piped(stream=None) -> None:
 def install() -> None:
     filter_known_warnings()
     plain_console_when_piped()
+    errors_once_on_console()

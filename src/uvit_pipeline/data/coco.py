@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from uvit_pipeline.errors import UserFacingError
+
 from .._io import InputRefused, read_regular_file
 from .images import DEFAULT_MAX_PIXELS
 from .ingest import CHECKSUM_ALGORITHM, _Item, _report_frame, _require_dir, _validate
@@ -49,7 +51,7 @@ MANIFEST_COLUMNS = [
 ]
 
 
-class CocoAnnotationError(ValueError):
+class CocoAnnotationError(UserFacingError, ValueError):
     """A caption file that is not valid COCO caption JSON; the message names the file and the key."""
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -104,6 +105,22 @@ def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx, cy, r, angle, fill) -
         raise ValueError(f"unknown shape {shape!r}")
 
 
+SIZE_WORDS = ("small", "medium-sized", "large")
+PLACE_WORDS = ("left", "middle", "right", "top", "centre", "bottom")
+
+
+def caption_vocabulary() -> set[str]:
+    """The content words of the demo's captions (`render_example`): colours, shapes, sizes, places,
+    backgrounds. A prompt sharing none of them asks the demo model for something it never saw."""
+    words = {*COLOURS, *(shape for _, shape in CLASSES), *_BACKGROUNDS, *PLACE_WORDS}
+    return words | {part for w in SIZE_WORDS for part in w.split("-")}
+
+
+def unknown_to_demo(prompt: str) -> bool:
+    """True when `prompt` shares no content word with the demo's captions."""
+    return not set(re.findall(r"[a-z]+", prompt.lower())) & caption_vocabulary()
+
+
 def render_example(label: int, image_size: int, rng: np.random.Generator):
     """Render one example of class `label` -> (PIL RGB image, list of captions)."""
     colour, shape = CLASSES[label]
@@ -122,9 +139,9 @@ def render_example(label: int, image_size: int, rng: np.random.Generator):
     angle = rng.uniform(-0.35, 0.35)
     _draw_shape(ImageDraw.Draw(img), shape, cx, cy, r, angle, tuple(int(v) for v in fill))
     img = img.resize((image_size, image_size), resample=Image.BOX)  # 4x4 box average
-    size_word = "small" if rel_r < 0.32 else "medium-sized" if rel_r < 0.36 else "large"
-    where = ("left", "middle", "right")[min(2, int(3 * cx / n))]
-    vert = ("top", "centre", "bottom")[min(2, int(3 * cy / n))]
+    size_word = SIZE_WORDS[0 if rel_r < 0.32 else 1 if rel_r < 0.36 else 2]
+    where = PLACE_WORDS[:3][min(2, int(3 * cx / n))]
+    vert = PLACE_WORDS[3:][min(2, int(3 * cy / n))]
     captions = [
         f"a {size_word} {colour} {shape} on a {bg_kind} background",
         f"a {colour} {shape}",

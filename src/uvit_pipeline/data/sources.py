@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from uvit_pipeline.errors import MissingInput
+
 from .cifar import read_cifar10
 from .coco import scan_coco
 from .images import DEFAULT_MAX_PIXELS
@@ -36,12 +38,14 @@ class SourceSpec:
     train_split: the manifest `split` value of the training images when the scanner lists several
         splits in one manifest (COCO: train2014 and val2014); None when the manifest is one split.
     default_crop: the crop of this layout's paper protocol (`features.crop`, §7).
+    layout: the expected files under the raw root, shown when they are missing.
     """
 
     scan: Scanner
     arrays: Callable[[str | os.PathLike, str], np.ndarray] | None
     train_split: str | None
     default_crop: str
+    layout: str = ""
 
 
 def _scan_cifar10(root, split, workers, max_pixels):
@@ -68,11 +72,48 @@ def _scan_coco(root, split, workers, max_pixels):
 
 
 SOURCES: dict[str, SourceSpec] = {
-    "imagenet_folder": SourceSpec(_scan_imagenet, None, None, "adm"),
-    "cifar10": SourceSpec(_scan_cifar10, _cifar10_arrays, None, "none"),
-    "celeba": SourceSpec(_scan_celeba, None, None, "celeba"),
-    "coco": SourceSpec(_scan_coco, None, "train2014", "coco"),
+    "imagenet_folder": SourceSpec(
+        _scan_imagenet,
+        None,
+        None,
+        "adm",
+        "<root>/train/<class folder, e.g. n01440764>/*.JPEG (ILSVRC2012's train set as extracted: "
+        "one folder per class)",
+    ),
+    "cifar10": SourceSpec(
+        _scan_cifar10,
+        _cifar10_arrays,
+        None,
+        "none",
+        "<root>/cifar-10-batches-py/ with batches.meta, data_batch_1 … data_batch_5 and test_batch "
+        "(the python version, extracted; or those files directly in <root>)",
+    ),
+    "celeba": SourceSpec(
+        _scan_celeba,
+        None,
+        None,
+        "celeba",
+        "<root>/img_align_celeba/*.jpg and <root>/list_eval_partition.txt (or both under "
+        "<root>/celeba/)",
+    ),
+    "coco": SourceSpec(
+        _scan_coco,
+        None,
+        "train2014",
+        "coco",
+        "<root>/train2014/*.jpg, <root>/val2014/*.jpg and <root>/annotations/"
+        "captions_train2014.json, captions_val2014.json",
+    ),
 }
+
+
+def missing_data(source: str, root: str | os.PathLike, err: FileNotFoundError) -> MissingInput:
+    """`err` (raw data not found) with the layout `source` expects under `root`."""
+    layout = SOURCES[source].layout.replace("<root>", str(root))
+    return MissingInput(
+        f"{err}. The {source} raw data is expected as {layout}; put it there, or point "
+        "--params data_root=<folder> at it (docs/data.md)"
+    )
 
 
 def source_spec(source: str) -> SourceSpec:
@@ -88,14 +129,22 @@ def scan(
     workers: int | None = None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The raw set at `root` in layout `source` -> (manifest, report of rejected files)."""
-    return source_spec(source).scan(root, split, workers, max_pixels)
+    """The raw set at `root` in layout `source` -> (manifest, report of rejected files); missing
+    files raise `MissingInput` naming the expected layout."""
+    spec = source_spec(source)
+    try:
+        return spec.scan(root, split, workers, max_pixels)
+    except FileNotFoundError as err:
+        raise missing_data(source, root, err) from err
 
 
 def array_source(source: str, root: str | os.PathLike, split: str) -> np.ndarray | None:
     """Images of sets distributed as arrays (CIFAR-10's python batches), else None (files)."""
     arrays = source_spec(source).arrays
-    return None if arrays is None else arrays(root, split)
+    try:
+        return None if arrays is None else arrays(root, split)
+    except FileNotFoundError as err:
+        raise missing_data(source, root, err) from err
 
 
 def training_rows(manifest: pd.DataFrame, source: str) -> pd.DataFrame:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from uvit_pipeline.errors import UserFacingError
+
 from .._io import atomic_write
 
 FORMAT_VERSION = 2  # 2: per-shard sha256, content_id, skipped-input report
@@ -39,7 +41,7 @@ NPY_HEADER_READERS = {
 }
 
 
-class FeatureStoreMismatch(ValueError):
+class FeatureStoreMismatch(UserFacingError, ValueError):
     """A store's meta differs from what the caller expects; `mismatches` = {key: (store, expected)}."""
 
     def __init__(self, root, mismatches: dict, hint: str = ""):
@@ -49,11 +51,11 @@ class FeatureStoreMismatch(ValueError):
         super().__init__(msg + (f"\n{hint}" if hint else ""))
 
 
-class FeatureStoreIncomplete(RuntimeError):
+class FeatureStoreIncomplete(UserFacingError, RuntimeError):
     """The store exists but its writer has not finished (re-run the writer to resume)."""
 
 
-class FeatureStoreCorrupt(RuntimeError):
+class FeatureStoreCorrupt(UserFacingError, RuntimeError):
     """A store's files are damaged or inconsistent; the message names the file and the problem."""
 
     def __init__(self, root, problem: str):

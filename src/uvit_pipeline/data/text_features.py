@@ -28,6 +28,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from uvit_pipeline.errors import UserFacingError
+
 from .._io import StagingLock, atomic_write, atomic_write_json, read_json
 from .feature_store import FeatureStore, FeatureStoreIncomplete
 from .store_writer import FeatureStoreWriter
@@ -57,7 +59,7 @@ COCO_VIS_PROMPTS = [
 ]
 
 
-class TextEncoderMismatch(ValueError):
+class TextEncoderMismatch(UserFacingError, ValueError):
     """A text store was made with other encoder weights than the caller's."""
 
 

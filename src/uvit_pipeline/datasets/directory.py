@@ -18,6 +18,12 @@ from typing import Any
 from kedro.io import AbstractDataset, AbstractVersionedDataset, DatasetError, Version
 
 from uvit_pipeline._io import replace_dir
+from uvit_pipeline.errors import RequestError, UserFacingError
+
+
+class MissingArtefact(UserFacingError, DatasetError):
+    """A directory entry (a checkpoint, a store, raw data) that is not there; the message says which
+    pipeline makes it or where the data is expected."""
 
 
 def _summary(path: Path) -> dict[str, Any]:
@@ -39,13 +45,16 @@ class DirectoryDataset(AbstractVersionedDataset[str, str]):
         filepath: str,
         copy: bool = False,
         optional: bool = False,
+        made_by: list[str] | str | None = None,
         version: Version | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> None:
         """`copy`: copy the directory in and keep the source (a cache in the staging area);
-        `optional`: load a missing entry as None (the consuming node decides whether it needs it)."""
+        `optional`: load a missing entry as None (the consuming node decides whether it needs it);
+        `made_by`: the pipeline(s) that write the entry, named when it is missing."""
         self._copy = copy
         self._optional = optional
+        self._made_by = [made_by] if isinstance(made_by, str) else list(made_by or [])
         self.metadata = metadata
         super().__init__(PurePosixPath(filepath), version)
 
@@ -54,19 +63,29 @@ class DirectoryDataset(AbstractVersionedDataset[str, str]):
         """Where the entry is now (the newest version when versioned)."""
         return self._get_load_path().as_posix()
 
+    def missing(self) -> MissingArtefact:
+        """The error for an entry with no (version of its) directory."""
+        what = f"{self._filepath}" + (" has no version yet" if self._version else " does not exist")
+        make = (
+            "run "
+            + " or ".join(f"`kedro run --pipelines {name}`" for name in self._made_by)
+            + " (with this run's --env) first"
+            if self._made_by
+            else "run the pipeline that writes it first"
+        )
+        return MissingArtefact(f"{what}: {make}.")
+
     def load(self) -> str | None:
         try:
             path = Path(self._get_load_path().as_posix())
-        except DatasetError:  # versioned and no version saved yet
+        except DatasetError as err:  # versioned and no version saved yet
             if self._optional:
                 return None
-            raise
+            raise self.missing() from err
         if not path.is_dir():
             if self._optional:
                 return None
-            raise DatasetError(
-                f"Directory '{path}' does not exist: run the pipeline that writes it first."
-            )
+            raise self.missing()
         return str(path)
 
     def save(self, data: str | os.PathLike) -> None:
@@ -95,13 +114,18 @@ class DirectoryDataset(AbstractVersionedDataset[str, str]):
 class RawDirectoryDataset(DirectoryDataset):
     """A user's raw data root (an ImageNet/COCO/CIFAR/CelebA folder as downloaded): read-only."""
 
+    def missing(self, layout: str = "") -> MissingArtefact:
+        path = Path(self._get_load_path().as_posix())
+        expected = f" It is expected as {layout}." if layout else ""
+        return MissingArtefact(
+            f"Raw data folder '{path}' does not exist.{expected} Put the data set there, or point "
+            f"the experiment at it with `--params data_root=/path/to/dataset` (docs/data.md)."
+        )
+
     def load(self) -> str:
         path = Path(self._get_load_path().as_posix())
         if not path.is_dir():
-            raise DatasetError(
-                f"Raw data folder '{path}' does not exist. Put the data set there, or point the "
-                f"experiment at it with `--params data_root=/path/to/dataset`."
-            )
+            raise self.missing()
         return str(path)
 
     def save(self, data) -> None:
@@ -169,6 +193,11 @@ class NotUsed(AbstractDataset[None, None]):
         return {"reason": self._reason}
 
 
+class BadPromptFile(RequestError, DatasetError):
+    """A prompt file that does not exist or holds no prompts (Kedro passes a `DatasetError` through
+    unwrapped)."""
+
+
 class PromptFileDataset(AbstractDataset[list, list]):
     """A prompt file (UTF-8 text, one prompt per line) given with `--params prompt_file=...`, read
     and checked by `encoders.text.read_prompts`; no file given loads as None."""
@@ -186,7 +215,7 @@ class PromptFileDataset(AbstractDataset[list, list]):
         try:
             return read_prompts(self._filepath)
         except (OSError, ValueError) as err:
-            raise DatasetError(str(err)) from err
+            raise BadPromptFile(str(err)) from err
 
     def save(self, data) -> None:
         raise DatasetError("the prompt file is an input and is never written")

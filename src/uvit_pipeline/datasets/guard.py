@@ -31,13 +31,14 @@ from typing import Any
 from kedro.io import DatasetError
 
 from uvit_pipeline._io import fsync_path, named_os_error
+from uvit_pipeline.errors import UserFacingError
 
 log = logging.getLogger(__name__)
 
 _WRITE_CHARS = set("wxa+")
 
 
-class DamagedVersion(DatasetError):
+class DamagedVersion(UserFacingError, DatasetError):
     """The newest version of a catalog entry exists but cannot be read."""
 
 

@@ -22,6 +22,7 @@ from typing import Any
 import click
 import yaml
 
+from uvit_pipeline.devices import unavailable_cuda
 from uvit_pipeline.fields import (
     Check,
     boolean,
@@ -148,7 +149,9 @@ SCHEMA: dict[str, Any] = {
         "shard_size": _p(pos_int, "images per shard of the feature store"),
         "batch_size": _p(pos_int, "images per encoder batch"),
         "scale_factor": _p(pos_number, "latent scale (§4.5; 0.23010 for MS-COCO)"),
-        "device": _p(string, "device of the autoencoder: cuda, cpu, ..."),
+        "device": _p(
+            string, "device of the autoencoder: auto (CUDA when present, else CPU), cuda, cpu, ..."
+        ),
     },
     "text": {
         "max_length": _p(pos_int, "tokens per caption (77 for the paper's CLIP)"),
@@ -319,6 +322,13 @@ def validate_all(params: dict[str, Any]) -> None:
     for name in SCHEMA:
         if name not in params:
             raise ParameterError(f"parameter section {name!r} is missing from conf/base")
+    cuda = unavailable_cuda(params)
+    if cuda:
+        raise ParameterError(
+            f"{', '.join(cuda)}: this machine has no CUDA device (torch.cuda.is_available() is "
+            "False). Use device auto (CUDA when present, else CPU) or cpu, e.g. --params "
+            + ",".join(c.split("=")[0] + "=auto" for c in cuda)
+        )
     lib, model, launcher = _library(), params["model"], params["launcher"]
     try:
         kwargs = lib.resolve_kwargs(

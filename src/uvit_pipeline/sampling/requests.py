@@ -7,6 +7,8 @@ request and says what the checkpoint accepts.
 
 from __future__ import annotations
 
+from uvit_pipeline.errors import RequestError
+
 from ..models.checkpoint import CheckpointInfo
 
 
@@ -31,13 +33,13 @@ def check_requested_conditions(info: CheckpointInfo, prompts: list[str], classes
     else:
         accepts = "no condition (it is unconditional): leave generate.prompts and classes empty"
     if prompts and kind != "text":
-        raise ValueError(
+        raise RequestError(
             f"{len(prompts)} prompt(s) given (generate.prompts or prompt_file), but the checkpoint "
             f"{checkpoint} is a {'class-conditional' if kind == 'class' else 'unconditional'} "
             f"model that would ignore them. It accepts {accepts}"
         )
     if classes and kind != "class":
-        raise ValueError(
+        raise RequestError(
             f"generate.classes {list(classes)} given, but the checkpoint {checkpoint} is a "
             f"{'text-to-image' if kind == 'text' else 'unconditional'} model that would ignore "
             f"them. It accepts {accepts}"

@@ -25,6 +25,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from uvit_pipeline.errors import UserFacingError
+
 from .._io import (
     atomic_write_json,
     replace_dir,
@@ -59,7 +61,7 @@ STATE_FILES = (
 FINAL_FILES = ("nnet.safetensors", "nnet_ema.safetensors", "config.json", "summary.json")
 
 
-class CorruptCheckpoint(RuntimeError):
+class CorruptCheckpoint(UserFacingError, RuntimeError):
     """A training state that cannot be used; `path` and `reason` say which and why."""
 
     def __init__(self, path: str | os.PathLike, reason: str):

@@ -127,9 +127,29 @@ def _init_trackers(config: TrainConfig) -> Accelerator:
     return accelerator
 
 
-def _report_progress(step: int, n_steps: int, loss: float, steps_s: float) -> None:
-    """One line per log interval for the parent's log file (launch.PROGRESS_LOGGER)."""
-    eta = (n_steps - step) / max(steps_s, 1e-9)
+class SteadyEta:
+    """Time left from the average rate over a long window: the last `window` fraction of the run's
+    steps, or everything since this attempt started while it has not run that many (a rate over the
+    last log interval swings with every checkpoint save and evaluation)."""
+
+    def __init__(self, n_steps: int, start_step: int, t0: float, window: float = 0.2):
+        self.n_steps, self.span = n_steps, max(1, int(window * n_steps))
+        self.points: list[tuple[float, int]] = [(t0, start_step)]
+
+    def update(self, step: int, t: float) -> float:
+        """Seconds left after `step` at time `t`."""
+        self.points.append((t, step))
+        while len(self.points) > 2 and self.points[1][1] <= step - self.span:
+            self.points.pop(0)
+        t_old, s_old = self.points[0]
+        rate = (step - s_old) / max(t - t_old, 1e-9)
+        return (self.n_steps - step) / max(rate, 1e-9)
+
+
+def _report_progress(step: int, n_steps: int, loss: float, steps_s: float, eta: float) -> None:
+    """One line per log interval for the parent's log file (launch.PROGRESS_LOGGER); `eta` from
+    `SteadyEta`."""
+    eta = int(eta)
     progress.info(
         "step %d/%d (%.0f%%), loss %.4f, %.1f steps/s, ETA %d min %02d s",
         step, n_steps, 100 * step / n_steps, loss, steps_s, eta // 60, eta % 60,
@@ -227,9 +247,15 @@ def _train(config: TrainConfig, accelerator: Accelerator) -> Path:
     loss_sum, n_loss = torch.zeros((), device=device), 0
     reset_peak_memory(device)
     t_log, step_log = time.time(), step
+    eta = SteadyEta(config.n_steps, step, t_start)
     batches = iter(loader)
-    bar = tqdm(
-        total=config.n_steps, initial=step, disable=not is_main, desc="train", dynamic_ncols=True
+    bar = tqdm(  # smoothing=0: tqdm's ETA from the average rate since this attempt started
+        total=config.n_steps,
+        initial=step,
+        disable=not is_main,
+        desc="train",
+        dynamic_ncols=True,
+        smoothing=0,
     )
     objs.nnet.train()
     while step < config.n_steps:
@@ -241,6 +267,14 @@ def _train(config: TrainConfig, accelerator: Accelerator) -> Path:
         if step % config.log_interval == 0 or step == config.n_steps:
             window = (step - step_log, max(time.time() - t_log, 1e-9), loss_sum / n_loss)
             last_loss = _log_interval(config, accelerator, objs, step, window, metrics, peak_rate)
+            if is_main:
+                _report_progress(
+                    step,
+                    config.n_steps,
+                    last_loss,
+                    window[0] / window[1],
+                    eta.update(step, time.time()),
+                )
             bar.set_postfix(loss=f"{last_loss:.4f}")
             loss_sum.zero_()
             reset_peak_memory(device)
@@ -322,8 +356,6 @@ def _log_interval(config, accelerator, objs, step, window, metrics, peak_rate) -
         record["mfu"] = peak_rate * steps_s
     metrics.write(record)
     accelerator.log({k: v for k, v in record.items() if k != "step"}, step=step)
-    if accelerator.is_main_process:
-        _report_progress(step, config.n_steps, loss, steps_s)
     return loss
 
 

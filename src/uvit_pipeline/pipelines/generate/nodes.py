@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from uvit_pipeline._io import atomic_write
+from uvit_pipeline.errors import RequestError
 from uvit_pipeline.models.checkpoint import read_checkpoint_info
 from uvit_pipeline.pipelines._sampling import sampling_spec
 from uvit_pipeline.pipelines._staging import staging_dir
@@ -31,12 +32,12 @@ def _class_indices(classes: list, names: list[str], n_real: int) -> list[int]:
     for c in classes:
         if isinstance(c, int):
             if not 0 <= c < n_real:
-                raise ValueError(f"generate.classes: {c} is not a class index in [0, {n_real})")
+                raise RequestError(f"generate.classes: {c} is not a class index in [0, {n_real})")
             out.append(c)
         elif c in names:
             out.append(names.index(c))
         else:
-            raise ValueError(f"generate.classes: unknown class {c!r}; known: {names}")
+            raise RequestError(f"generate.classes: unknown class {c!r}; known: {names}")
     return out
 
 
@@ -80,7 +81,7 @@ def generate_images(
     if setup.is_text:
         prompts = list(prompt_file or []) + list(generate["prompts"])
         if not prompts:
-            raise ValueError(
+            raise RequestError(
                 "a text-to-image checkpoint needs prompts: set generate.prompts or --params "
                 "prompt_file=<a text file, one prompt per line>"
             )
@@ -99,7 +100,9 @@ def generate_images(
         rows = [names[i] for i in indices]
     else:
         if generate["classes"] or generate["prompts"]:
-            raise ValueError("generate.classes/prompts given, but the checkpoint is unconditional")
+            raise RequestError(
+                "generate.classes/prompts given, but the checkpoint is unconditional"
+            )
         rows = ["unconditional"]
     images = setup.generate(
         n=len(rows) * k,
@@ -117,5 +120,5 @@ def generate_images(
     for i, img in enumerate(images):
         path = out / f"{i // k:03d}-{_slug(rows[i // k])}-{i % k:02d}.png"
         atomic_write(path, lambda f, a=img: Image.fromarray(a.transpose(1, 2, 0)).save(f, "PNG"))
-    log.info("Wrote %d images to %s", len(images), out)
+    log.debug("Wrote %d images to the staging folder %s", len(images), out)
     return str(out), labelled_grid(images, len(rows), rows, scale=generate["grid_scale"])
