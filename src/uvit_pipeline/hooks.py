@@ -53,7 +53,7 @@ class ExperimentPipelines:
         if pipeline_registry.use_default_stages(stages):
             pipelines.configure(f"{PACKAGE_NAME}.pipeline_registry")  # rebuild `__default__`
 
-    @hook_impl
+    @hook_impl(tryfirst=True)  # before kedro-mlflow opens a run: a refused run leaves none
     def before_pipeline_run(self, run_params: dict, pipeline) -> None:
         """A run on the user's own images never writes them (e.g. `--pipelines demo_data`)."""
         root = (run_params.get("runtime_params") or {}).get("data_root")

@@ -136,10 +136,10 @@ def test_pixel_path_learns_real_digits(tmp_path):
     config = TrainConfig.from_dict(
         dict(
             model=PIXEL_DIGITS, schedule="vp_continuous",
-            data=dict(path=str(store), kind="pixels", random_flip=False), batch_size=64, lr=2e-3,
-            betas=[0.9, 0.999], warmup_steps=100, n_steps=PIXEL_TEST_STEPS, ema_rate=0.995,
-            p_uncond=0.1, log_interval=100, save_interval=10_000, run_dir=str(tmp_path / "run"),
-            cpu=True,
+            data=dict(path=str(store), kind="pixels", random_flip=False, num_workers=0),
+            batch_size=64, lr=2e-3, betas=[0.9, 0.999], warmup_steps=100,
+            n_steps=PIXEL_TEST_STEPS, ema_rate=0.995, p_uncond=0.1, log_interval=100,
+            save_interval=10_000, run_dir=str(tmp_path / "run"), cpu=True, mixed_precision="no",
         )
     )  # fmt: skip
     final = train(config)
