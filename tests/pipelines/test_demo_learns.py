@@ -111,14 +111,15 @@ PIXEL_DIGITS = dict(
     img_size=8, in_chans=3, patch_size=2, embed_dim=64, depth=4, num_heads=2, num_classes=11,
     conv=False,
 )  # fmt: skip
-PIXEL_TEST_STEPS = 2000
+PIXEL_TEST_STEPS = 5000
 
 
 @pytest.mark.slow
 def test_pixel_path_learns_real_digits(tmp_path):
     """Continuous VP in pixel space (the CIFAR-10/CelebA/ImageNet-64 path) on scikit-learn's real
     handwritten digits, through the ImageNet-folder ingestion: a briefly trained model's samples beat
-    the untrained model's on demo FD and class accuracy (benchmarks/digits.py: 0.75 at 4,000 steps)."""
+    the untrained model's on demo FD, and an independent classifier recognises them (accuracy >= 0.8;
+    benchmarks/digits.py: 0.92 at 5,000 steps, 1.00 at 7,000)."""
     pytest.importorskip("sklearn")
     from uvit_pipeline.data.digits import write_digits_folder
 
@@ -160,7 +161,7 @@ def test_pixel_path_learns_real_digits(tmp_path):
     fd0, acc0 = score(UViT(**load_checkpoint_dir(final)[0]["model_kwargs"]))
     fd1, acc1 = score(load_uvit_from_checkpoint(final, "ema"))
     assert np.isfinite([fd0, fd1]).all()
-    # measured at 2,000 steps: demo FD 57.0 -> 20.7, accuracy 0.09 -> 0.16 (chance 0.10, 300 samples:
-    # std ~0.02); the class structure appears between 2,000 and 4,000 steps (docs/experiments.md)
+    # measured at 5,000 steps (150 s on 2 idle cores): demo FD 57.0 -> 9.4, accuracy 0.09 -> 0.92
+    # (chance 0.10; 300 samples: std ~0.02)
     assert fd1 < 0.6 * fd0, (fd0, fd1)
-    assert acc1 > acc0 + 0.04, (acc0, acc1)
+    assert acc1 >= 0.8, (acc0, acc1)
