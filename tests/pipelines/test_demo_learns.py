@@ -35,9 +35,24 @@ MODEL = dict(
 
 
 @pytest.mark.slow
-def test_briefly_trained_latent_demo_beats_untrained(tmp_path):
-    generate_demo_data(tmp_path / "raw", n_per_class=300, image_size=16, seed=0)
-    raw = tmp_path / "raw/imagenet"
+# fd_ratio: the demo FD of the trained model's samples over the untrained one's, at most. Measured:
+# shapes 8.4 / 61.6 = 0.14; digits 12.5 / 45.1 = 0.28 (guidance s = 3 makes a class's samples much
+# alike, which the distance counts against them; the accuracy is the recognition check).
+@pytest.mark.parametrize(
+    ("data", "n_steps", "fd_ratio"), [("shapes", 1500, 0.25), ("digits", 3000, 0.4)]
+)
+def test_briefly_trained_latent_demo_beats_untrained(tmp_path, data, n_steps, fd_ratio):
+    """The demo's latent recipe on its shapes, and on scikit-learn's real handwritten digits through
+    the same ImageNet-folder ingestion and a demo autoencoder trained on them (benchmarks/digits.py
+    --path latent: accuracy 1.00 at 3,000 steps)."""
+    if data == "shapes":
+        generate_demo_data(tmp_path / "raw", n_per_class=300, image_size=16, seed=0)
+        raw = tmp_path / "raw/imagenet"
+    else:
+        pytest.importorskip("sklearn")
+        from uvit_pipeline.data.digits import write_digits_folder
+
+        raw = write_digits_folder(tmp_path / "digits", image_size=16)
     manifest, _ = scan_imagenet_folder(raw, workers=1, progress=False)
     images = load_images(raw, manifest, crop="adm", resolution=16, workers=1)
     labels = manifest["label"].to_numpy()
@@ -73,7 +88,7 @@ def test_briefly_trained_latent_demo_beats_untrained(tmp_path):
             lr=2e-3,
             betas=[0.9, 0.999],
             warmup_steps=100,
-            n_steps=1500,
+            n_steps=n_steps,
             ema_rate=0.995,
             p_uncond=0.1,
             log_interval=100,
@@ -102,7 +117,7 @@ def test_briefly_trained_latent_demo_beats_untrained(tmp_path):
     fd1, acc1 = score(load_uvit_from_checkpoint(final, "ema"))
     assert np.isfinite([fd0, fd1]).all()
     # measured: demo FD 61.6 -> 8.4, accuracy 0.09 -> 0.85 (chance 0.10; 300 samples: std ~0.02)
-    assert fd1 < 0.25 * fd0, (fd0, fd1)
+    assert fd1 < fd_ratio * fd0, (fd0, fd1, acc0, acc1)
     assert acc1 > 0.7 and acc1 > acc0 + 0.5, (acc0, acc1)
 
 
