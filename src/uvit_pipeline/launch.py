@@ -560,6 +560,86 @@ def _run_tee(
     return rc, list(tail)
 
 
+@dataclass(frozen=True)
+class Part:
+    """One process's share of a data-parallel stage (`run_parallel`): its rank among `world`
+    processes and the device it computes on. Work is cut into fixed blocks that do not depend on
+    `world` (the shards of a store, the chunks of a sampling run); rank r takes blocks r, r+W, ...,
+    writes each as its own file atomically and skips the files that exist, so the merged result is
+    the same for any number of processes and a killed rank's work resumes block by block."""
+
+    rank: int = 0
+    world: int = 1
+    device: str = "cpu"
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def blocks(self, n: int) -> range:
+        """This rank's blocks of `n`."""
+        return range(self.rank, n, self.world)
+
+
+def resolve_entry(entry: str):
+    """`"package.module:function"` -> the function (the entry point of a parallel stage)."""
+    import importlib
+
+    module, _, name = entry.partition(":")
+    if not module or not name:
+        raise ValueError(f"entry {entry!r} must read 'package.module:function'")
+    return getattr(importlib.import_module(module), name)
+
+
+def run_parallel(
+    spec: LaunchSpec,
+    entry: str,
+    payload: dict,
+    *,
+    work_dir: str | os.PathLike,
+    device: str = "cpu",
+    what: str = "parallel stage",
+    log_path: str | os.PathLike | None = None,
+) -> None:
+    """Run `entry(payload, part)` once on every process of `spec`: the one harness of every
+    data-parallel stage (features, text features, reference statistics, scoring, sampling).
+
+    One process on one machine runs it here, in this process, as `Part(0, 1, device)`. Otherwise
+    `payload` (JSON) is written to `work_dir` and every process of the launch (`accelerate launch`,
+    `srun` across a SLURM allocation, or several plain machines) calls `entry` with its own
+    `Part`, on its own device (`device="cpu"` runs the processes on the CPU, else one GPU each).
+    The caller merges the blocks afterwards, in this process; `work_dir` and the outputs must then
+    be on a filesystem every machine sees."""
+    fn = resolve_entry(entry)
+    if spec.num_processes == 1 and spec.num_machines == 1:
+        fn(payload, Part(0, 1, device))
+        return
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    name = entry.rpartition(":")[2]
+    payload_file = atomic_write_json(work_dir / f"{name}.payload.json", payload)
+    spec = dataclasses.replace(spec, cpu=device == "cpu")
+    run_under_accelerate(
+        spec,
+        work_dir,
+        "uvit_pipeline.launch",
+        ["_run", entry, "--payload", str(payload_file), *(["--cpu"] if spec.cpu else [])],
+        log_path=log_path if log_path is not None else work_dir / f"{name}.log",
+        what=what,
+    )
+
+
+def _run_part(entry: str, payload_file: str, cpu: bool) -> int:
+    """Child side of `run_parallel`: this process's `Part` from the launch, then the entry."""
+    from accelerate import PartialState
+
+    payload = json.loads(Path(payload_file).read_text(encoding="utf-8"))
+    state = PartialState(cpu=cpu)
+    resolve_entry(entry)(payload, Part(state.process_index, state.num_processes, str(state.device)))
+    state.wait_for_everyone()
+    return 0
+
+
 def _probe(out_dir: str | None, cpu: bool) -> int:
     """A gloo (CPU) or NCCL all-reduce across every process of the launch: each rank checks the
     sum and, with `out_dir`, writes rank<r>.json (host, world size, sum)."""
@@ -612,6 +692,10 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--cpu", action="store_true")
     check.add_argument("--work-dir", default=".")
     check.add_argument("--out", help="folder for one rank<r>.json per process")
+    run = sub.add_parser("_run", help="one process of run_parallel")
+    run.add_argument("entry")
+    run.add_argument("--payload", required=True)
+    run.add_argument("--cpu", action="store_true")
     probe = sub.add_parser("_probe")
     probe.add_argument("--out")
     probe.add_argument("--cpu", action="store_true")
@@ -619,6 +703,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if a.cmd == "_probe":
         return _probe(a.out, a.cpu)
+    if a.cmd == "_run":
+        return _run_part(a.entry, a.payload, a.cpu)
     try:
         if a.cmd == "node":
             spec = LaunchSpec(**json.loads(Path(a.spec).read_text(encoding="utf-8")))
