@@ -76,7 +76,8 @@ COMMON = dict(
     p_uncond=0.1,
     log_interval=100,
     save_interval=100_000,
-    cpu=True,
+    cpu=True,  # a CPU run: fp32 and in-process data loading (the paper's defaults are for GPUs)
+    mixed_precision="no",
 )
 
 
@@ -175,7 +176,7 @@ def main() -> None:
         prep_s = time.perf_counter() - t0
         kind = "pixels" if args.path == "pixel" else "latent_moments"
         data = dict(
-            path=str(prep["store"]), kind=kind, random_flip=False
+            path=str(prep["store"]), kind=kind, random_flip=False, num_workers=0
         )  # digits are not symmetric
         if prep["scale_factor"] is not None:
             data["scale_factor"] = prep["scale_factor"]
