@@ -121,7 +121,7 @@ def test_interrupted_extraction_resumes_in_the_same_staging_folder(
 
     def flaky(vae, x):
         calls["n"] += 1
-        if calls["n"] == 3:  # two shards committed, the third batch dies
+        if calls["n"] == 3:  # two blocks written, the third one's batch dies
             raise RuntimeError("simulated crash during encoding")
         return real(vae, x)
 
@@ -130,13 +130,15 @@ def test_interrupted_extraction_resumes_in_the_same_staging_folder(
         run(create_pipeline(), inputs, params)
     (staging,) = [p for p in (tmp_path / "staging").iterdir() if p.is_dir()]
     assert staging.name.startswith("features-")
-    # two shards committed (a manifest part is a shard's commit mark), the store is not complete
-    assert len(list((staging / "manifest-parts").glob("*.parquet"))) == 2
+    # two blocks written (one file each, merged into the store at the end), the store not complete
+    blocks = sorted(p.name for p in (staging / "blocks").glob("block-*.npz"))
+    assert blocks == ["block-000000.npz", "block-000001.npz"]
     assert not json.loads((staging / "meta.json").read_text())["complete"]
 
     out = Path(run(create_pipeline(), inputs, params)["image_features"])
     assert out == staging  # same inputs and settings -> same folder -> resumed there
-    assert calls["n"] == 4  # only the missing third batch was encoded again
+    assert calls["n"] == 4  # only the missing third block was encoded again
+    assert not (out / "blocks").exists()  # merged into the store, then removed
     resumed, full = FeatureStore(out), FeatureStore(latent_chain["image_features"])
     assert len(resumed) == len(full) == N_LATENT
     assert list(resumed.manifest["path"]) == list(full.manifest["path"])
