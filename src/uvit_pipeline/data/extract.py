@@ -175,17 +175,19 @@ def _block_file(blocks: Path, k: int) -> Path:
     return blocks / f"block-{k:06d}.npz"
 
 
-def _save_block(path: Path, arrays: dict) -> None:
+def save_block(path: Path, arrays: dict) -> None:
+    """One block file of a parallel stage (named arrays), written atomically."""
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
-def _load_block(path: Path) -> dict:
+def load_block(path: Path) -> dict:
+    """The arrays of a block file; a missing or unreadable file is an error naming it."""
     try:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
     except FileNotFoundError:
         raise FileNotFoundError(
-            f"{path}: a block of the feature extraction is missing after every process finished"
+            f"{path}: a block is missing after every process of the stage finished"
         ) from None
     except (OSError, ValueError, zipfile.BadZipFile) as e:
         raise ValueError(f"{path} is unreadable ({e}): delete it to compute it again") from e
@@ -244,7 +246,7 @@ def _write_blocks(
                     values.append(_views(images, encoder, flip))
                     rows.extend(good)
                 bar.update(e - b)
-            _save_block(
+            save_block(
                 path,
                 {
                     "rows": np.asarray(rows, dtype=np.int64),
@@ -312,7 +314,7 @@ def _merge_blocks(
             _block_file(blocks, fed.pop(0)).unlink(missing_ok=True)
 
     for k in range(start // block_size, -(-n // block_size)):
-        data = _load_block(_block_file(blocks, k))
+        data = load_block(_block_file(blocks, k))
         keep, keep_bad = data["rows"] >= start, data["bad_rows"] >= start
         rows, values = data["rows"][keep], data[field][keep]
         bad, reasons = data["bad_rows"][keep_bad], data["bad_reasons"][keep_bad]
