@@ -439,15 +439,15 @@ def extract_features(
                     blocks / "manifest.parquet", lambda f: table.to_parquet(f, index=False)
                 )
                 payload = {
-                    "raw_root": str(raw_root),
-                    "manifest": str(listed),
+                    "raw_root": str(raw_root.absolute()),
+                    "manifest": str(listed.absolute()),
                     "checksum_algorithm": manifest.attrs.get(
                         "checksum_algorithm", CHECKSUM_ALGORITHM
                     ),
                     "array_source": None
                     if array_from is None
                     else {"source": array_from[0], "split": array_from[1]},
-                    "blocks": str(blocks),
+                    "blocks": str(blocks.absolute()),
                     "todo": todo,
                     "crop": crop,
                     "resolution": resolution,
@@ -460,7 +460,7 @@ def extract_features(
                     "progress": progress,
                 }
                 run_parallel(
-                    launch, ENTRY, payload, work_dir=blocks, device=device,
+                    launch, ENTRY, payload, work_dir=blocks.absolute(), device=device,
                     what="feature extraction",
                 )  # fmt: skip
             _merge_blocks(writer, manifest, blocks, start, shard_size, field)

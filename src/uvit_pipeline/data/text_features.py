@@ -378,15 +378,16 @@ def extract_text_features(
                 files = {}
                 for s, (ids, texts) in captions.items():
                     table = pd.DataFrame({"caption_id": ids, "caption": texts})
-                    files[s] = str(atomic_write(blocks / f"captions-{s}.parquet",
-                                                lambda f, t=table: t.to_parquet(f, index=False)))  # fmt: skip
+                    path = blocks.absolute() / f"captions-{s}.parquet"
+                    atomic_write(path, lambda f, t=table: t.to_parquet(f, index=False))
+                    files[s] = str(path)
                 payload = {
-                    "captions": files, "blocks": str(blocks), "todo": todo,
+                    "captions": files, "blocks": str(blocks.absolute()), "todo": todo,
                     "encoder": str(encoder_spec), "encoder_sha256": identity["sha256"],
                     "max_length": max_length, "batch_size": batch_size, "block_size": shard_size,
                     "prompts": prompts, "progress": progress,
                 }  # fmt: skip
-                run_parallel(launch, ENTRY, payload, work_dir=blocks, device=device,
+                run_parallel(launch, ENTRY, payload, work_dir=blocks.absolute(), device=device,
                              what="text features")  # fmt: skip
             splits_meta = {}
             for w, offsets, info in opened:
