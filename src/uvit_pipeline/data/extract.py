@@ -291,6 +291,27 @@ def extract_blocks(payload: dict, part: Part) -> None:
         )
 
 
+def _launch_blocks(
+    raw_root: Path, manifest: pd.DataFrame, blocks: Path, todo: list[int], settings: dict,
+    launch: LaunchSpec, device: str,
+) -> None:  # fmt: skip
+    """Every process of `launch` writes its share of `todo` (`extract_blocks`); the manifest's
+    path, checksum and index columns go to it as a parquet file beside the blocks."""
+    blocks = blocks.absolute()  # the same on every machine of a shared filesystem
+    columns = [c for c in ("path", "checksum", "index") if c in manifest.columns]
+    table = manifest[columns].reset_index(drop=True)
+    listed = atomic_write(blocks / "manifest.parquet", lambda f: table.to_parquet(f, index=False))
+    payload = {
+        "raw_root": str(Path(raw_root).absolute()),
+        "manifest": str(listed),
+        "checksum_algorithm": manifest.attrs.get("checksum_algorithm", CHECKSUM_ALGORITHM),
+        "blocks": str(blocks),
+        "todo": todo,
+        **settings,
+    }
+    run_parallel(launch, ENTRY, payload, work_dir=blocks, device=device, what="feature extraction")
+
+
 def _merge_blocks(
     writer: FeatureStoreWriter,
     manifest: pd.DataFrame,
@@ -433,36 +454,16 @@ def extract_features(
                     progress=progress,
                 )  # fmt: skip
             elif todo:
-                columns = [c for c in ("path", "checksum", "index") if c in manifest.columns]
-                table = manifest[columns].reset_index(drop=True)
-                listed = atomic_write(
-                    blocks / "manifest.parquet", lambda f: table.to_parquet(f, index=False)
-                )
-                payload = {
-                    "raw_root": str(raw_root.absolute()),
-                    "manifest": str(listed.absolute()),
-                    "checksum_algorithm": manifest.attrs.get(
-                        "checksum_algorithm", CHECKSUM_ALGORITHM
-                    ),
-                    "array_source": None
-                    if array_from is None
-                    else {"source": array_from[0], "split": array_from[1]},
-                    "blocks": str(blocks.absolute()),
-                    "todo": todo,
-                    "crop": crop,
-                    "resolution": resolution,
-                    "block_size": shard_size,
-                    "batch_size": batch_size,
-                    "workers": workers,
-                    "flip": flip,
+                settings = {
+                    "crop": crop, "resolution": resolution, "block_size": shard_size,
+                    "batch_size": batch_size, "workers": workers, "flip": flip,
+                    "progress": progress,
                     "autoencoder": None if autoencoder is None else str(autoencoder),
                     "autoencoder_sha256": meta.get("encoder_sha256"),
-                    "progress": progress,
-                }
-                run_parallel(
-                    launch, ENTRY, payload, work_dir=blocks.absolute(), device=device,
-                    what="feature extraction",
-                )  # fmt: skip
+                    "array_source": None if array_from is None
+                    else {"source": array_from[0], "split": array_from[1]},
+                }  # fmt: skip
+                _launch_blocks(raw_root, manifest, blocks, todo, settings, launch, device)
             _merge_blocks(writer, manifest, blocks, start, shard_size, field)
     shutil.rmtree(blocks, ignore_errors=True)  # every block is in the store (or was, before)
     if return_report:

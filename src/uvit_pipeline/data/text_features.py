@@ -254,11 +254,28 @@ def extract_blocks(payload: dict, part: Part) -> None:
                 f"{identity['sha256']}, the store records {p['encoder_sha256']}: did its files "
                 "change during the extraction?"
             )
-        _write_blocks(
-            captions, Path(p["blocks"]), p["todo"], part, encoder=encoder, prompts=p["prompts"],
-            max_length=p["max_length"], batch_size=p["batch_size"], block_size=p["block_size"],
-            progress=p["progress"],
-        )  # fmt: skip
+        settings = {
+            k: p[k] for k in ("prompts", "max_length", "batch_size", "block_size", "progress")
+        }
+        _write_blocks(captions, Path(p["blocks"]), p["todo"], part, encoder=encoder, **settings)
+
+
+def _launch_blocks(
+    captions: Mapping, blocks: Path, todo: list, settings: dict, encoder_spec: str, sha256: str,
+    launch: LaunchSpec, device: str,
+) -> None:  # fmt: skip
+    """Every process of `launch` writes its share of `todo` (`extract_blocks`); the captions go to
+    it as one parquet file per split beside the blocks."""
+    blocks = blocks.absolute()  # the same on every machine of a shared filesystem
+    files = {}
+    for split, (ids, texts) in captions.items():
+        table = pd.DataFrame({"caption_id": ids, "caption": texts})
+        path = blocks / f"captions-{split}.parquet"
+        atomic_write(path, lambda f, t=table: t.to_parquet(f, index=False))
+        files[split] = str(path)
+    payload = {"captions": files, "blocks": str(blocks), "todo": todo,
+               "encoder": str(encoder_spec), "encoder_sha256": sha256, **settings}  # fmt: skip
+    run_parallel(launch, ENTRY, payload, work_dir=blocks, device=device, what="text features")
 
 
 def _merge_split(w: FeatureStoreWriter, rows: list[tuple], blocks: Path, block_size: int) -> None:
@@ -353,9 +370,8 @@ def extract_text_features(
         try:
             for s, sub in plan:
                 opened.append(_open_split(out, s, sub, split_meta, fields, shard_size))
-            if (
-                old_meta is not None
-            ):  # every check passed; readers must not trust it while rewritten
+            # every check passed; readers must not trust the store while it is rewritten
+            if old_meta is not None:
                 atomic_write_json(out / "meta.json", {**old_meta, "complete": False})
             rows = {w.root.name: list(_caption_rows(sub, o, 0))
                     for (w, o, _), (_, sub) in zip(opened, plan, strict=True)}  # fmt: skip
@@ -368,27 +384,14 @@ def extract_text_features(
                 for k in range(w.resume_row // shard_size, -(-len(rows[w.root.name]) // shard_size))
             ]
             captions = {s: ([r[1] for r in v], [r[3] for r in v]) for s, v in rows.items()}
+            settings = {"prompts": prompts, "max_length": max_length, "batch_size": batch_size,
+                        "block_size": shard_size, "progress": progress}  # fmt: skip
             if encoder_spec is None:
-                _write_blocks(
-                    captions, blocks, todo, Part(0, 1, device), encoder=encoder, prompts=prompts,
-                    max_length=max_length, batch_size=batch_size, block_size=shard_size,
-                    progress=progress,
-                )  # fmt: skip
+                _write_blocks(captions, blocks, todo, Part(0, 1, device), encoder=encoder,
+                              **settings)  # fmt: skip
             else:
-                files = {}
-                for s, (ids, texts) in captions.items():
-                    table = pd.DataFrame({"caption_id": ids, "caption": texts})
-                    path = blocks.absolute() / f"captions-{s}.parquet"
-                    atomic_write(path, lambda f, t=table: t.to_parquet(f, index=False))
-                    files[s] = str(path)
-                payload = {
-                    "captions": files, "blocks": str(blocks.absolute()), "todo": todo,
-                    "encoder": str(encoder_spec), "encoder_sha256": identity["sha256"],
-                    "max_length": max_length, "batch_size": batch_size, "block_size": shard_size,
-                    "prompts": prompts, "progress": progress,
-                }  # fmt: skip
-                run_parallel(launch, ENTRY, payload, work_dir=blocks.absolute(), device=device,
-                             what="text features")  # fmt: skip
+                _launch_blocks(captions, blocks, todo, settings, encoder_spec, identity["sha256"],
+                               launch, device)  # fmt: skip
             splits_meta = {}
             for w, offsets, info in opened:
                 _merge_split(w, rows[w.root.name], blocks, shard_size)
