@@ -172,3 +172,13 @@ def test_training_refuses_a_store_built_with_other_settings(latent_chain, tmp_pa
         train(cfg)
     assert set(err.value.mismatches) == {field}
     assert not list(Path(cfg.run_dir).glob("ckpts/*"))  # refused before any training state
+
+
+def test_bad_launcher_settings_are_refused_before_any_work(latent_chain, tmp_path):
+    """The extraction runs on the `launcher` section's processes, checked before a staging folder."""
+    params = with_section(latent_chain["params"], "paths", staging=str(tmp_path / "staging"))
+    params = with_section(params, "launcher", num_processes=3, num_machines=2)
+    inputs = {k: latent_chain[k] for k in ("raw_images", "image_manifest", "autoencoder")}
+    with pytest.raises(ValueError, match="multiple of launcher.num_machines"):
+        run(create_pipeline(), inputs, params)
+    assert not (tmp_path / "staging").exists()
