@@ -154,8 +154,9 @@ def test_interrupted_extraction_resumes_to_the_same_store(manifest, encoder, sto
     with pytest.raises(FileNotFoundError):
         TextFeatures(out)
     part = json.loads((out / "train" / "meta.json").read_text())
-    committed = sorted(p.name for p in (out / "train" / "manifest-parts").glob("*.parquet"))
-    assert not part["complete"] and committed == ["00000.parquet", "00001.parquet"]  # 5x7 rows
+    # "", the prompts and the 16 captions of block 0 (7 + 7 + 2) encoded; block 1 died
+    written = sorted(p.name for p in (out / "blocks").glob("*.npz"))
+    assert not part["complete"] and written == ["extras.npz", "train-000000.npz"]
     with pytest.raises(TextEncoderMismatch):  # an incomplete store is protected too
         other = text.load_text_encoder(save_tiny_clip(tmp_path / "other", seed=2))
         extract_text_features(manifest, out, other, prompts=PROMPTS, progress=False)
@@ -165,7 +166,8 @@ def test_interrupted_extraction_resumes_to_the_same_store(manifest, encoder, sto
         calls["n"] = -1000  # no crash this time
         extract_text_features(manifest, out, encoder, batch_size=7, shard_size=16,
                               prompts=PROMPTS, progress=False)  # fmt: skip
-    assert calls["texts"] == 180 - 32 + 1 + len(PROMPTS)  # only the missing captions, "", prompts
+    assert calls["texts"] == 180 - 16 + 1 + len(PROMPTS)  # only the missing captions, "", prompts
+    assert not (out / "blocks").exists()  # merged into the store, then removed
     a, b = TextFeatures(out), TextFeatures(store)
     for split in ("train", "val"):
         np.testing.assert_array_equal(a.split(split)[0].read_all("context"),

@@ -19,8 +19,8 @@ import json
 import logging
 import os
 import re
+import shutil
 from collections.abc import Iterator, Mapping, Sequence
-from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -31,6 +31,8 @@ from tqdm.auto import tqdm
 from uvit_pipeline.errors import UserFacingError
 
 from .._io import StagingLock, atomic_write, atomic_write_json, read_json
+from ..launch import LaunchSpec, Part, run_parallel
+from .extract import cpu_threads, load_block, save_block
 from .feature_store import FeatureStore, FeatureStoreIncomplete
 from .store_writer import FeatureStoreWriter
 
@@ -167,26 +169,136 @@ def _open_split(
     return writer, offsets, info
 
 
-def _fill_split(w, sub, offsets, encoder, max_length: int, batch_size: int, bar) -> None:
-    """Encode the captions from the writer's resume row on; commit shards as they fill."""
-    rows = _caption_rows(sub, offsets, w.resume_row)
-    while batch := list(islice(rows, batch_size)):
-        ctx = _encode(encoder, [b[3] for b in batch], max_length, batch_size).astype(np.float16)
+# -- data-parallel encoding --------------------------------------------------------------------
+# Each split's captions are cut into blocks of `shard_size` store rows (one block = one shard,
+# whatever the number of processes); rank r of W encodes blocks r, r+W, ... of the work list (the
+# empty and visualisation prompts first, then every split's missing blocks) into one file each,
+# and the caller merges them in order (as `extract.extract_features` does for images).
+BLOCKS = "blocks"
+EXTRAS = "extras.npz"  # the encoded empty prompt and visualisation prompts
+ENTRY = "uvit_pipeline.data.text_features:extract_blocks"
+
+
+def _block_file(blocks: Path, split: str, k: int) -> Path:
+    return blocks / (EXTRAS if split == "" else f"{split}-{k:06d}.npz")
+
+
+def _write_blocks(
+    captions: Mapping[str, tuple[list[int], list[str]]],
+    blocks: Path,
+    todo: list,
+    part: Part,
+    *,
+    encoder: TextEncoder,
+    prompts: list[str],
+    max_length: int,
+    batch_size: int,
+    block_size: int,
+    progress: bool,
+) -> None:
+    """This process's share of `todo` ([split, block]; split "" = the extras): each block's fp16
+    contexts as one file, written atomically, encoded in batches of `batch_size` of its own
+    captions; blocks whose file exists are skipped."""
+    mine = [todo[i] for i in part.blocks(len(todo))]
+
+    def size(split: str, k: int) -> int:
+        n = len(captions[split][0]) if split else 0
+        return min(n, (k + 1) * block_size) - k * block_size if split else 0
+
+    desc = "text features" if part.world == 1 else f"text features (rank 0 of {part.world})"
+    bar = tqdm(total=sum(size(s, k) for s, k in mine), unit="cap", desc=desc,
+               disable=not (progress and part.is_main))  # fmt: skip
+    for split, k in mine:
+        path = _block_file(blocks, split, k)
+        if path.is_file():
+            bar.update(size(split, k))
+            continue
+        if split == "":
+            save_block(path, {
+                "empty": _encode(encoder, [""], max_length, 1)[0],
+                "prompts": _encode(encoder, prompts, max_length, batch_size),
+            })  # fmt: skip
+            continue
+        ids, texts = captions[split]
+        lo, hi = k * block_size, k * block_size + size(split, k)
+        ctx = _encode(encoder, texts[lo:hi], max_length, batch_size).astype(np.float16)
         if not np.isfinite(ctx).all():  # fp16 overflow or a broken encoder
+            bad = np.flatnonzero(~np.isfinite(ctx).reshape(len(ctx), -1).all(axis=1))
             raise ValueError(
-                f"{w.root}: non-finite text features for caption ids {[b[1] for b in batch][:5]}"
+                f"text store split {split}: non-finite text features for caption ids "
+                f"{[ids[lo + i] for i in bad[:5]]}"
             )
-        labels = np.array([b[0] for b in batch], dtype=np.int64)
-        w.add(
-            {"context": ctx, "label": labels},
-            [
-                {"caption_id": b[1], "image_id": b[2], "caption": b[3], "image_label": b[4]}
-                for b in batch
-            ],
-        )
-        bar.update(len(batch))
+        save_block(path, {"context": ctx})
+        bar.update(hi - lo)
+    bar.close()
+
+
+def extract_blocks(payload: dict, part: Part) -> None:
+    """Entry of `launch.run_parallel`: this process's blocks of a text store
+    (`extract_text_features` writes `payload`), with its own text encoder on `part.device`."""
+    import torch
+
+    from ..encoders.text import load_text_encoder, text_encoder_identity
+
+    p = payload
+    captions = {}
+    for split, path in p["captions"].items():
+        table = pd.read_parquet(path)
+        captions[split] = (table["caption_id"].tolist(), table["caption"].tolist())
+    with cpu_threads(part.device):
+        encoder = load_text_encoder(p["encoder"], device=part.device, dtype=torch.float32)
+        identity = text_encoder_identity(encoder, p["max_length"])
+        if identity["sha256"] != p["encoder_sha256"]:
+            raise TextEncoderMismatch(
+                f"text encoder {p['encoder']!r} loaded on {part.device} has weights sha256 "
+                f"{identity['sha256']}, the store records {p['encoder_sha256']}: did its files "
+                "change during the extraction?"
+            )
+        settings = {
+            k: p[k] for k in ("prompts", "max_length", "batch_size", "block_size", "progress")
+        }
+        _write_blocks(captions, Path(p["blocks"]), p["todo"], part, encoder=encoder, **settings)
+
+
+def _launch_blocks(
+    captions: Mapping, blocks: Path, todo: list, settings: dict, encoder_spec: str, sha256: str,
+    launch: LaunchSpec, device: str,
+) -> None:  # fmt: skip
+    """Every process of `launch` writes its share of `todo` (`extract_blocks`); the captions go to
+    it as one parquet file per split beside the blocks."""
+    blocks = blocks.absolute()  # the same on every machine of a shared filesystem
+    files = {}
+    for split, (ids, texts) in captions.items():
+        table = pd.DataFrame({"caption_id": ids, "caption": texts})
+        path = blocks / f"captions-{split}.parquet"
+        atomic_write(path, lambda f, t=table: t.to_parquet(f, index=False))
+        files[split] = str(path)
+    payload = {"captions": files, "blocks": str(blocks), "todo": todo,
+               "encoder": str(encoder_spec), "encoder_sha256": sha256, **settings}  # fmt: skip
+    run_parallel(launch, ENTRY, payload, work_dir=blocks, device=device, what="text features")
+
+
+def _merge_split(w: FeatureStoreWriter, rows: list[tuple], blocks: Path, block_size: int) -> None:
+    """Feed a split's blocks into its writer from its resume row on, deleting each block file once
+    its shard is committed; close the store."""
+    split = w.root.name
+    if not w.complete:
+        for k in range(w.resume_row // block_size, -(-len(rows) // block_size)):
+            path = _block_file(blocks, split, k)
+            ctx = load_block(path)["context"]
+            batch = rows[k * block_size : (k + 1) * block_size]
+            if len(ctx) != len(batch):
+                raise ValueError(f"{path}: {len(ctx)} contexts for the {len(batch)} captions")
+            w.add(
+                {"context": ctx, "label": np.array([b[0] for b in batch], dtype=np.int64)},
+                [
+                    {"caption_id": b[1], "image_id": b[2], "caption": b[3], "image_label": b[4]}
+                    for b in batch
+                ],
+            )
+            if w.resume_row >= k * block_size + len(batch):  # its shard is committed
+                path.unlink()
     w.close()
-    _save_npy(w.root / "offsets.npy", offsets)
 
 
 def extract_text_features(
@@ -200,12 +312,23 @@ def extract_text_features(
     image_rows: Mapping[str, Sequence[int]] | None = None,
     max_length: int = MAX_LENGTH,
     progress: bool = True,
+    encoder_spec: str | None = None,
+    launch: LaunchSpec | None = None,
+    device: str = "cpu",
 ) -> Path:
     """Encode every caption of a COCO manifest into the text store `out_dir` (layout: module doc).
 
     `image_rows` maps a split ("train2014" or "train") to the COCO image ids of its image feature store
     rows, in row order (default: manifest order); labels are positions in that list. Re-running resumes
-    at the first missing shard; a store of other encoder weights or other captions is refused.
+    from the committed shards and the finished blocks; a store of other encoder weights or other
+    captions is refused.
+
+    `encoder` encodes in this process, unless `encoder_spec` (its catalog value: a directory or a
+    Hugging Face id) is given: then every process of `launch` (default: one, this one;
+    `launch.run_parallel`) loads its own copy on `device` (the CPU, or one GPU each) and encodes its
+    blocks, and `encoder` only gives the identity the store records. Blocks of `shard_size` captions,
+    encoded in batches of `batch_size` of their own captions, make the store the same, byte for
+    byte, for any number of processes.
     """
     # transformers takes seconds to import: only text models need it
     from ..encoders.text import text_encoder_identity
@@ -216,6 +339,12 @@ def extract_text_features(
     if not prompts or not all(isinstance(p, str) and p.strip() for p in prompts):
         raise ValueError(
             f"prompts: expected a non-empty list of non-empty strings, got {prompts!r}"
+        )
+    launch = launch or LaunchSpec()
+    if encoder_spec is None and (launch.num_processes > 1 or launch.num_machines > 1):
+        raise ValueError(
+            "an encoder object encodes in this process only: pass encoder_spec= to spread the "
+            "encoding over the processes of a launch"
         )
     plan = _plan(manifest, image_rows)
     identity = text_encoder_identity(encoder, max_length)
@@ -235,27 +364,53 @@ def extract_text_features(
     fields = {"context": ((max_length, hidden), "float16"), "label": ((), "int64")}
     split_meta = {"kind": f"{KIND}_split", "encoder": identity, "max_length": max_length,
                   "dtype": "float16"}  # fmt: skip
+    blocks = out / BLOCKS
     with StagingLock(out, "text feature store"):
-        opened = [_open_split(out, s, sub, split_meta, fields, shard_size) for s, sub in plan]
-        if old_meta is not None:  # every check passed; readers must not trust it while rewritten
-            atomic_write_json(out / "meta.json", {**old_meta, "complete": False})
-        bar = tqdm(total=sum(int(o[-1]) for _, o, _ in opened),
-                   initial=sum(w.resume_row for w, _, _ in opened),
-                   unit="cap", desc="text features", disable=not progress)  # fmt: skip
-        splits_meta = {}
-        for (w, offsets, info), (_, sub) in zip(opened, plan, strict=True):
-            _fill_split(w, sub, offsets, encoder, max_length, batch_size, bar)
-            size = sum(f.stat().st_size for f in w.root.iterdir() if f.is_file())
-            splits_meta[w.root.name] = {**info, "bytes_per_caption": size / int(offsets[-1])}
-        bar.close()
-        _save_npy(out / "empty_context.npy", _encode(encoder, [""], max_length, 1)[0])
+        opened = []
+        try:
+            for s, sub in plan:
+                opened.append(_open_split(out, s, sub, split_meta, fields, shard_size))
+            # every check passed; readers must not trust the store while it is rewritten
+            if old_meta is not None:
+                atomic_write_json(out / "meta.json", {**old_meta, "complete": False})
+            rows = {w.root.name: list(_caption_rows(sub, o, 0))
+                    for (w, o, _), (_, sub) in zip(opened, plan, strict=True)}  # fmt: skip
+            blocks.mkdir(parents=True, exist_ok=True)
+            _block_file(blocks, "", 0).unlink(missing_ok=True)  # the prompts may have changed
+            todo = [["", 0]] + [
+                [w.root.name, k]
+                for w, _, _ in opened
+                if not w.complete
+                for k in range(w.resume_row // shard_size, -(-len(rows[w.root.name]) // shard_size))
+            ]
+            captions = {s: ([r[1] for r in v], [r[3] for r in v]) for s, v in rows.items()}
+            settings = {"prompts": prompts, "max_length": max_length, "batch_size": batch_size,
+                        "block_size": shard_size, "progress": progress}  # fmt: skip
+            if encoder_spec is None:
+                _write_blocks(captions, blocks, todo, Part(0, 1, device), encoder=encoder,
+                              **settings)  # fmt: skip
+            else:
+                _launch_blocks(captions, blocks, todo, settings, encoder_spec, identity["sha256"],
+                               launch, device)  # fmt: skip
+            splits_meta = {}
+            for w, offsets, info in opened:
+                _merge_split(w, rows[w.root.name], blocks, shard_size)
+                _save_npy(w.root / "offsets.npy", offsets)
+                size = sum(f.stat().st_size for f in w.root.iterdir() if f.is_file())
+                splits_meta[w.root.name] = {**info, "bytes_per_caption": size / int(offsets[-1])}
+        finally:
+            for w, _, _ in opened:
+                w.release()  # a no-op after close; after a failure the committed shards stay
+        extras = load_block(_block_file(blocks, "", 0))
+        _save_npy(out / "empty_context.npy", extras["empty"])
         atomic_write_json(out / "prompts.json", prompts)
-        _save_npy(out / "prompt_contexts.npy", _encode(encoder, prompts, max_length, batch_size))
+        _save_npy(out / "prompt_contexts.npy", extras["prompts"])
         atomic_write_json(out / "meta.json", {
             "kind": KIND, "format_version": FORMAT_VERSION, "encoder": identity,
             "max_length": max_length, "hidden_size": hidden, "dtype": "float16",
             "splits": splits_meta, "num_prompts": len(prompts), "complete": True,
         })  # fmt: skip
+        shutil.rmtree(blocks, ignore_errors=True)  # every block is in the store
     log.info("text store %s: %s", out, {k: v["num_captions"] for k, v in splits_meta.items()})
     return out
 

@@ -121,7 +121,7 @@ def test_interrupted_extraction_resumes_in_the_same_staging_folder(
 
     def flaky(vae, x):
         calls["n"] += 1
-        if calls["n"] == 3:  # two shards committed, the third batch dies
+        if calls["n"] == 3:  # two blocks written, the third one's batch dies
             raise RuntimeError("simulated crash during encoding")
         return real(vae, x)
 
@@ -130,13 +130,15 @@ def test_interrupted_extraction_resumes_in_the_same_staging_folder(
         run(create_pipeline(), inputs, params)
     (staging,) = [p for p in (tmp_path / "staging").iterdir() if p.is_dir()]
     assert staging.name.startswith("features-")
-    # two shards committed (a manifest part is a shard's commit mark), the store is not complete
-    assert len(list((staging / "manifest-parts").glob("*.parquet"))) == 2
+    # two blocks written (one file each, merged into the store at the end), the store not complete
+    blocks = sorted(p.name for p in (staging / "blocks").glob("block-*.npz"))
+    assert blocks == ["block-000000.npz", "block-000001.npz"]
     assert not json.loads((staging / "meta.json").read_text())["complete"]
 
     out = Path(run(create_pipeline(), inputs, params)["image_features"])
     assert out == staging  # same inputs and settings -> same folder -> resumed there
-    assert calls["n"] == 4  # only the missing third batch was encoded again
+    assert calls["n"] == 4  # only the missing third block was encoded again
+    assert not (out / "blocks").exists()  # merged into the store, then removed
     resumed, full = FeatureStore(out), FeatureStore(latent_chain["image_features"])
     assert len(resumed) == len(full) == N_LATENT
     assert list(resumed.manifest["path"]) == list(full.manifest["path"])
@@ -170,3 +172,13 @@ def test_training_refuses_a_store_built_with_other_settings(latent_chain, tmp_pa
         train(cfg)
     assert set(err.value.mismatches) == {field}
     assert not list(Path(cfg.run_dir).glob("ckpts/*"))  # refused before any training state
+
+
+def test_bad_launcher_settings_are_refused_before_any_work(latent_chain, tmp_path):
+    """The extraction runs on the `launcher` section's processes, checked before a staging folder."""
+    params = with_section(latent_chain["params"], "paths", staging=str(tmp_path / "staging"))
+    params = with_section(params, "launcher", num_processes=3, num_machines=2)
+    inputs = {k: latent_chain[k] for k in ("raw_images", "image_manifest", "autoencoder")}
+    with pytest.raises(ValueError, match="multiple of launcher.num_machines"):
+        run(create_pipeline(), inputs, params)
+    assert not (tmp_path / "staging").exists()

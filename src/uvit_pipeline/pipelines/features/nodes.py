@@ -4,30 +4,23 @@ from __future__ import annotations
 
 import logging
 
-import numpy as np
 import pandas as pd
-import torch
 
 from uvit_pipeline.data.extract import extract_features
-from uvit_pipeline.data.sources import array_source, training_rows
+from uvit_pipeline.data.sources import source_spec, training_rows
 from uvit_pipeline.encoders import autoencoder as ae
+from uvit_pipeline.launch import LaunchSpec
 from uvit_pipeline.pipelines._staging import manifest_id, staging_dir
 
 log = logging.getLogger(__name__)
 
 
-def _latent_encoder(autoencoder: str, device_name: str):
-    """uint8 (B,3,R,R) -> moments (B,2C,R/f,R/f) with the given autoencoder (C latent channels,
-    downsampling f: (B,8,R/8,R/8) for the SD KL-f8 VAE), batched on the device."""
-    device = torch.device(device_name)
-    vae = ae.load_autoencoder_spec(autoencoder, device)
-
-    @torch.no_grad()
-    def encode(images: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(np.ascontiguousarray(images)).to(device).float() / 127.5 - 1.0
-        return ae.encode_moments(vae, x).float().cpu().numpy()
-
-    return encode, ae.autoencoder_identity(vae, autoencoder)
+def launch_spec(launcher: dict, device: str) -> LaunchSpec:
+    """The launch of a data-parallel stage: the `launcher` section (as training's), its processes on
+    the CPU when the stage's own `device` is the CPU, else one GPU each."""
+    return LaunchSpec.from_params(
+        {k: v for k, v in launcher.items() if k != "cpu"}, cpu=str(device).startswith("cpu")
+    )
 
 
 def build_image_features(
@@ -36,11 +29,14 @@ def build_image_features(
     autoencoder: str | None,
     features: dict,
     ingestion: dict,
+    launcher: dict,
     paths: dict,
 ) -> tuple[str, pd.DataFrame]:
     """Manifest -> sharded feature store: pixels, or VAE posterior moments of each image (and of its
     mirror image when `features.flip`, §7.1). COCO manifests hold both splits: the store holds the
-    training images (val2014 only conditions evaluation samples through its captions)."""
+    training images (val2014 only conditions evaluation samples through its captions). The work is
+    spread over every process of the `launcher` section's launch, each with its own autoencoder on
+    `features.device` (CPU processes, or one GPU each); the store is the same for any number."""
     image_manifest = training_rows(image_manifest, ingestion["source"])
     meta = {
         "source": ingestion["source"],
@@ -48,14 +44,16 @@ def build_image_features(
         "resolution": features["resolution"],
         "crop": features["crop"],
     }
-    encoder, moments_shape = None, None
+    spec = launch_spec(launcher, features["device"])  # bad launcher settings fail before any work
+    moments_shape = None
     if features["kind"] == "latent_moments":
         if autoencoder is None:
             raise ValueError(
                 "features.kind is latent_moments but the catalog entry `autoencoder` is not set "
                 "for this environment"
             )
-        encoder, identity = _latent_encoder(autoencoder, features["device"])
+        # identity only, on the CPU: every process of the launch loads its own copy on its device
+        identity = ae.autoencoder_identity(ae.load_autoencoder_spec(autoencoder), autoencoder)
         if features["resolution"] % identity["downsample_factor"]:
             raise ValueError(
                 f"features.resolution ({features['resolution']}) must be a multiple of the "
@@ -70,6 +68,7 @@ def build_image_features(
             scale_factor=features["scale_factor"],
         )
     else:
+        autoencoder = None
         meta.update(flip="random_at_train_time")
     identity = {
         **meta,
@@ -77,6 +76,10 @@ def build_image_features(
         "manifest": manifest_id(image_manifest),
     }
     out = staging_dir(paths["staging"], "features", identity)
+    # a source held in memory (CIFAR-10's python batches) is read by every process itself
+    in_memory = None
+    if source_spec(ingestion["source"]).arrays is not None:
+        in_memory = (ingestion["source"], ingestion["split"])
     _, report = extract_features(
         raw_images,
         image_manifest,
@@ -87,11 +90,13 @@ def build_image_features(
         shard_size=features["shard_size"],
         batch_size=features["batch_size"],
         workers=ingestion["workers"],
-        array_source=array_source(ingestion["source"], raw_images, ingestion["split"]),
-        encoder=encoder,
+        array_from=in_memory,
+        autoencoder=autoencoder,
         flip=features["flip"],
         moments_shape=moments_shape,
         return_report=True,
+        launch=spec,
+        device=features["device"],
     )
     if len(report):
         log.warning("%d images skipped by the feature extraction (feature_report)", len(report))

@@ -16,6 +16,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "autoencoder",
                     "params:features",
                     "params:ingestion",
+                    "params:launcher",
                     "params:paths",
                 ],
                 outputs=["image_features", "feature_report"],

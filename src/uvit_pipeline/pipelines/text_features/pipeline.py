@@ -16,6 +16,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "text_encoder",
                     "params:text",
                     "params:model",
+                    "params:launcher",
                     "params:paths",
                 ],
                 outputs="text_features",
