@@ -107,6 +107,7 @@ class _Worker:
     host: str
     conn: _Conn
     ready: bool = False
+    gone: bool = False  # it said goodbye or its connection closed
     error: str | None = None  # it could not join (wrong settings, no shared folder) or was lost
     results: dict = field(default_factory=dict)  # launch id -> (ok, error, time)
 
@@ -202,12 +203,10 @@ class Coordinator:
         for w in workers:
             w.conn.send({"type": "end", "ok": ok, "message": message})
         deadline = time.monotonic() + 5.0
-        for w in workers:  # each worker answers "bye" (or closes) once it has read the end
-            with contextlib.suppress(EOFError, OSError, ValueError):
-                while time.monotonic() < deadline:
-                    msg = w.conn.recv(max(0.0, deadline - time.monotonic()))
-                    if msg is None or msg.get("type") == "bye":
-                        break
+        with self._lock:  # each worker answers "bye" (or closes) once it has read the end
+            while not all(w.gone for w in workers) and time.monotonic() < deadline:
+                self._lock.wait(max(0.0, min(0.5, deadline - time.monotonic())))
+        for w in workers:
             w.conn.close()
         if self._listener is not None:
             self._listener.close()
@@ -272,6 +271,9 @@ class Coordinator:
             except (EOFError, ValueError, OSError):
                 msg = None
             with self._lock:
+                if msg is None or msg.get("type") == "bye":
+                    w.gone = True
+                    self._lock.notify_all()
                 if msg is None:
                     if not self._stop.is_set():
                         w.error = w.error or (
@@ -368,35 +370,32 @@ class Coordinator:
             "work_dir": str(work_dir),
             "token": token,
             "log_path": str(Path(job["log_path"]).resolve()),
+            "cwd": os.getcwd(),  # relative paths in the arguments are relative to it
         }
-        for w in workers:
-            w.conn.send(msg)
         own_error: tuple[str, float] | None = None
         try:
-            run_here()
-        except ChildFailed as e:
-            own_error = (str(e), time.monotonic())
-            if self._stopped_own:  # stopped because another machine failed: that is the error
-                own_error = (f"{what}: machine 0's processes were stopped", own_error[1])
+            for w in workers:
+                w.conn.send(msg)
+            try:
+                run_here()
+            except ChildFailed as e:
+                own_error = (str(e), time.monotonic())
+                if self._stopped_own:  # stopped because another machine failed: its error counts
+                    own_error = (f"{what}: machine 0's processes were stopped", own_error[1])
+            finally:
+                with self._lock:
+                    self._abort_own = None
+            failures = self._gather(workers, lid, own_error, what)
         finally:
             with self._lock:
-                self._abort_own = None
-        failures = self._gather(workers, lid, own_error, what)
-        with self._lock:
-            self._current = None
-        if failures:
+                self._current = None
+            with contextlib.suppress(OSError):
+                (work_dir / ".launch_token").unlink()
+        if failures:  # the first failure is the cause; the later ones, its consequences
             failures.sort(key=lambda f: f[0])
-            first = failures[0][1]
-            rest = [f[1] for f in failures[1:]]
+            rest = "; ".join(f[1].split("\n", 1)[0] for f in failures[1:])
             raise ChildFailed(
-                first
-                + (
-                    "\n(then, as a consequence: "
-                    + "; ".join(r.split("\n", 1)[0] for r in rest)
-                    + ")"
-                    if rest
-                    else ""
-                )
+                failures[0][1] + (f"\n(then, as a consequence: {rest})" if rest else "")
             )
 
     def _gather(self, workers, lid, own_error, what) -> list[tuple[float, str]]:
@@ -572,6 +571,11 @@ def serve(spec, *, launch_fn=None, stop_fn=None) -> int:
         conn.close()
 
 
+def _result(lid: int, error: str | None) -> dict:
+    """The result message of launch `lid`: ok without `error`."""
+    return {"type": "result", "id": lid, "ok": error is None, "error": error}
+
+
 def _run_announced(msg: dict, spec, launch_fn, state: dict) -> dict:
     """This machine's part of one announced launch; the result message for machine 0."""
     from uvit_pipeline.launch import LaunchSpec
@@ -579,20 +583,22 @@ def _run_announced(msg: dict, spec, launch_fn, state: dict) -> dict:
     lid, what = msg["id"], msg["what"]
     me = f"machine {spec.machine_rank} of {spec.num_machines}"
     if lid in state["aborted"]:
-        return {"type": "result", "id": lid, "ok": False, "error": "stopped before it started"}
+        return _result(lid, "stopped before it started")
     work_dir = Path(msg["work_dir"])
     try:
         seen = (work_dir / ".launch_token").read_text(encoding="utf-8")
     except OSError:
         seen = None
     if seen != msg["token"]:
-        return {
-            "type": "result",
-            "id": lid,
-            "ok": False,
-            "error": f"{work_dir} is not visible from {me} (a run over several machines needs "
-            "its folders on a filesystem every machine sees, at the same path)",
-        }
+        return _result(
+            lid,
+            f"{work_dir} is not visible from {me} (a run over several machines needs its "
+            "folders on a filesystem every machine sees, at the same path)",
+        )
+    try:
+        os.chdir(msg["cwd"])
+    except OSError:
+        return _result(lid, f"machine 0's working folder {msg['cwd']} does not exist on {me}")
     launched = replace(LaunchSpec(**msg["spec"]), machine_rank=spec.machine_rank).validate()
     log = Path(msg["log_path"])
     log = log.with_name(f"{log.stem}.machine{spec.machine_rank}{log.suffix}")
@@ -608,9 +614,9 @@ def _run_announced(msg: dict, spec, launch_fn, state: dict) -> dict:
             env_extra=msg["env"],
             what=what,
         )
-        return {"type": "result", "id": lid, "ok": True}
+        return _result(lid, None)
     except Exception as e:  # reported to machine 0, which fails the run naming this machine
-        return {"type": "result", "id": lid, "ok": False, "error": str(e)}
+        return _result(lid, str(e))
     finally:
         state["running"] = None
 
