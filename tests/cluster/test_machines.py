@@ -135,14 +135,28 @@ def test_a_worker_with_other_settings_is_refused(tmp_path):
             machines.serve(spec(1, port, num_processes=4))
 
 
-def test_a_worker_that_loses_machine_0_exits_non_zero(tmp_path):
+def test_a_second_machine_with_the_same_rank_is_refused(tmp_path):
     port = free_pair()
-    coord = machines.Coordinator(spec(0, port), tmp_path).start()
-    proc = role(1, port, tmp_path, 20)
+    with machines.Coordinator(spec(0, port), tmp_path) as coord:
+        first = role(1, port, tmp_path, 20)
+        wait_until_ready(coord, first)
+        with pytest.raises(machines.MachinesError, match="machine_rank 1 has already joined"):
+            machines.serve(spec(1, port))
+    assert finish([first], timeout=30)[0][0] == 0  # the first one is told the run succeeded
+
+
+def wait_until_ready(coord: machines.Coordinator, proc: subprocess.Popen) -> None:
     deadline = time.monotonic() + 30
     while not (coord.workers.get(1) and coord.workers[1].ready):
         assert time.monotonic() < deadline and proc.poll() is None
         time.sleep(0.1)
+
+
+def test_a_worker_that_loses_machine_0_exits_non_zero(tmp_path):
+    port = free_pair()
+    coord = machines.Coordinator(spec(0, port), tmp_path).start()
+    proc = role(1, port, tmp_path, 20)
+    wait_until_ready(coord, proc)
     coord._stop.set()  # machine 0 dies: its sockets close without a word
     coord.workers[1].conn.close()
     coord._listener.close()
