@@ -113,6 +113,8 @@ def _one_line_errors(callback):
                 _serve_as_worker(spec)
                 return None
             with coordinator:
+                # Every machine joins before the first node: a missing one fails the run now.
+                coordinator.wait_for_workers("kedro run")
                 return callback(*args, **kwargs)
         except click.ClickException:
             raise

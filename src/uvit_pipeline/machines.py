@@ -314,7 +314,9 @@ class Coordinator:
                 w.conn.send({"type": "abort", "id": self._current})
 
     # -- launches --------------------------------------------------------------------------
-    def _wait_for_workers(self, what: str) -> list[_Worker]:
+    def wait_for_workers(self, what: str) -> list[_Worker]:
+        """Every other machine, once all have joined; `MachinesError` naming the missing ones
+        after `launcher.rendezvous_timeout_s`, or at once naming one that could not join."""
         timeout = float(self.spec.rendezvous_timeout_s)
         deadline = time.monotonic() + timeout
         expected = range(1, self.spec.num_machines)
@@ -352,7 +354,7 @@ class Coordinator:
         worker, run this machine's part (`run_here`; `abort_here` stops it), gather every
         machine's result; raise `ChildFailed` naming each machine that failed."""
         what = job["what"]
-        workers = self._wait_for_workers(what)
+        workers = self.wait_for_workers(what)
         work_dir = Path(job["work_dir"]).resolve()
         token = secrets.token_hex(8)
         (work_dir / ".launch_token").write_text(token, encoding="utf-8")

@@ -144,3 +144,14 @@ def test_machine_rank_out_of_range_is_refused_at_once(tmp_path):
     assert "launcher.machine_rank must be in [0, 2)" in out and "got 2" in out
     assert "Running node" not in out and not (project / "mlflow.db").exists()
     assert time.monotonic() - t0 < 60
+
+
+def test_a_machine_that_never_starts_fails_machine_0_before_any_node(tmp_path):
+    project = copy_project(tmp_path)
+    t0 = time.monotonic()
+    p = kedro_run(project, launcher(0, free_pair(), timeout=3))
+    out = p.communicate(timeout=120)[0]
+    assert p.returncode == 1
+    assert "kedro run: machine(s) 1 did not join machine 0's control channel" in out
+    assert "Running node" not in out and not (project / "mlflow.db").exists()
+    assert time.monotonic() - t0 < 60
