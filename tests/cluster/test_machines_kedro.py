@@ -99,6 +99,12 @@ def test_each_machine_exits_zero_and_only_machine_0_runs_the_pipeline(two_machin
     # Machine 1 really trained: its processes of the launch logged next to machine 0's.
     (run_dir,) = train_dirs(project)
     assert (run_dir / "train.machine1.log").is_file()
+    # Every launch machine 0 made over both machines (training; every stage that goes through
+    # `run_parallel`) had machine 1's part too.
+    launches = sorted(p.parent for p in data.rglob("accelerate_config.machine0.json"))
+    assert run_dir in launches
+    for folder in launches:
+        assert (folder / "accelerate_config.machine1.json").is_file(), folder
     assert not list(data.glob(".machines-*.token"))
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
     experiments = [e.experiment_id for e in mlflow.search_experiments()]
