@@ -515,6 +515,39 @@ def srun_command(
     ]  # fmt: skip
 
 
+# The children `_run_tee` is running now, so that another thread can stop them (`stop_launched`).
+_RUNNING: set[subprocess.Popen] = set()
+_RUNNING_LOCK = threading.Lock()
+
+
+def _track(proc: subprocess.Popen) -> None:
+    """Remember a running child (for `stop_launched`); forget the ones that have ended."""
+    with _RUNNING_LOCK:
+        _RUNNING.difference_update([p for p in _RUNNING if p.poll() is not None])
+        _RUNNING.add(proc)
+
+
+def stop_launched(grace_s: float = 5.0) -> None:
+    """End every child this process has launched and is waiting for (its whole process group):
+    SIGTERM now, SIGKILL after `grace_s`. Used when another machine of the launch failed; the
+    waiting `run_under_accelerate` then raises `ChildFailed`. Safe from any thread."""
+    with _RUNNING_LOCK:
+        procs = [p for p in _RUNNING if p.poll() is None]
+    for proc in procs:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGTERM)
+
+    def kill_later() -> None:
+        time.sleep(grace_s)
+        for proc in procs:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+
+    if procs:
+        threading.Thread(target=kill_later, daemon=True).start()
+
+
 # Child log lines from this logger are progress reports: the parent re-logs them (console and the
 # project's info.log) instead of echoing them, so a long run's progress and ETA reach the log file.
 PROGRESS_LOGGER = "uvit_pipeline.progress"
@@ -551,32 +584,6 @@ def _sigterm_raises():
         signal.signal(signal.SIGTERM, previous)
 
 
-# The children `_run_tee` is running now, so that another thread can stop them (`stop_launched`).
-_RUNNING: set[subprocess.Popen] = set()
-_RUNNING_LOCK = threading.Lock()
-
-
-def stop_launched(grace_s: float = 5.0) -> None:
-    """End every child this process has launched and is waiting for (its whole process group):
-    SIGTERM now, SIGKILL after `grace_s`. Used when another machine of the launch failed; the
-    waiting `run_under_accelerate` then raises `ChildFailed`. Safe from any thread."""
-    with _RUNNING_LOCK:
-        procs = list(_RUNNING)
-    for proc in procs:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGTERM)
-
-    def kill_later() -> None:
-        time.sleep(grace_s)
-        for proc in procs:
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-
-    if procs:
-        threading.Thread(target=kill_later, daemon=True).start()
-
-
 def _run_tee(
     cmd: list[str], env: dict, log_path: Path, tail_lines: int = 60
 ) -> tuple[int, list[str]]:
@@ -588,8 +595,7 @@ def _run_tee(
         proc = subprocess.Popen(
             cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
         )
-        with _RUNNING_LOCK:
-            _RUNNING.add(proc)
+        _track(proc)
         try:
             while chunk := proc.stdout.read1(65536):
                 log.write(chunk)
@@ -617,9 +623,6 @@ def _run_tee(
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
             raise
-        finally:
-            with _RUNNING_LOCK:
-                _RUNNING.discard(proc)
     if pending:
         tail.append(pending.decode(errors="replace"))
         sys.stdout.write(pending.decode(errors="replace"))
