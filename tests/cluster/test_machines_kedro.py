@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -100,7 +101,10 @@ def test_each_machine_exits_zero_and_only_machine_0_runs_the_pipeline(two_machin
     (run_dir,) = train_dirs(project)
     assert (run_dir / "train.machine1.log").is_file()
     # Every launch machine 0 made over both machines (training; every stage that goes through
-    # `run_parallel`) had machine 1's part too.
+    # `run_parallel`: features, reference statistics, sampling, scoring) had machine 1's part.
+    ours = re.findall(r"Launching: .*--num_machines 2 --machine_rank 0", out0)
+    theirs = re.findall(r"machine 1 of 2: (.+) \(log: ", out1)
+    assert "training child" in theirs and len(ours) == len(theirs), theirs
     launches = sorted(p.parent for p in data.rglob("accelerate_config.machine0.json"))
     assert run_dir in launches
     for folder in launches:
