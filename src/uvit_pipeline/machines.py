@@ -277,8 +277,8 @@ class Coordinator:
                 if msg is None:
                     if not self._stop.is_set():
                         w.error = w.error or (
-                            f"machine {w.rank} ({w.host}) lost its connection to machine 0 "
-                            "(its kedro run ended or its machine went away)"
+                            "lost its connection to machine 0 (its kedro run ended or its "
+                            "machine went away)"
                         )
                         self._lock.notify_all()
                         self._abort_current()
@@ -432,7 +432,9 @@ class Coordinator:
                             (t, f"{what} failed on machine {w.rank} of {n} ({w.host}): {err}")
                         )
                 elif w.error:
-                    failures.append((time.monotonic(), f"{what}: {w.error}"))
+                    failures.append(
+                        (time.monotonic(), f"{what}: machine {w.rank} of {n} ({w.host}): {w.error}")
+                    )
                 else:
                     failures.append(
                         (
