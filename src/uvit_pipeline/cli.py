@@ -13,13 +13,17 @@ import copy
 import functools
 import logging
 import os
+from pathlib import Path
 from typing import Any
 
 import click
 from kedro.framework.cli.project import run as kedro_run
+from kedro.utils import find_kedro_project
 from omegaconf import OmegaConf
 
 from uvit_pipeline.errors import known_error, verbose
+from uvit_pipeline.launch import LaunchSpec
+from uvit_pipeline.machines import Coordinator, serve, spread_over_machines
 from uvit_pipeline.pipeline_registry import unknown_pipeline_message
 
 log = logging.getLogger(__name__)
@@ -96,7 +100,22 @@ def _one_line_errors(callback):
         if unknown:
             raise click.ClickException(unknown)
         try:
-            return callback(*args, **kwargs)
+            try:  # bad launcher settings or a port in use: one line, before anything starts
+                spec = _machines_spec(kwargs)
+                coordinator = None
+                if spec is not None and spec.machine_rank == 0:
+                    coordinator = Coordinator(spec, _project_path() / "data").start()
+            except ValueError as e:
+                raise click.ClickException(str(e)) from None
+            if spec is None:
+                return callback(*args, **kwargs)
+            if coordinator is None:
+                _serve_as_worker(spec)
+                return None
+            with coordinator:
+                # Every machine joins before the first node: a missing one fails the run now.
+                coordinator.wait_for_workers("kedro run")
+                return callback(*args, **kwargs)
         except click.ClickException:
             raise
         except Exception as err:
@@ -107,6 +126,43 @@ def _one_line_errors(callback):
             raise KnownError(str(known)) from None
 
     return run
+
+
+def _project_path() -> Path:
+    return find_kedro_project(Path.cwd()) or Path.cwd()
+
+
+def _machines_spec(kwargs: dict) -> LaunchSpec | None:
+    """The launch settings of a run over several plain machines (`launcher.num_machines` > 1,
+    not `launcher.slurm`), else None. Read from the configuration only: no session, no hook and
+    no MLflow run is opened here. Bad settings raise `ValueError` before anything starts."""
+    from kedro.framework.project import settings
+
+    project = _project_path()
+    conf_source = kwargs.get("conf_source") or str(project / settings.CONF_SOURCE)
+    loader = settings.CONFIG_LOADER_CLASS(
+        conf_source=conf_source,
+        env=kwargs.get("env"),
+        runtime_params=kwargs.get("params") or None,
+        **settings.CONFIG_LOADER_ARGS,
+    )
+    launcher = dict(loader["parameters"].get("launcher") or {})
+    if launcher.get("slurm") or (launcher.get("num_machines") or 1) <= 1:
+        return None
+    spec = LaunchSpec.from_params(launcher)
+    return spec if spread_over_machines(spec) else None
+
+
+def _serve_as_worker(spec: LaunchSpec) -> None:
+    """Machine 1.. of a run over plain machines: no pipeline, no MLflow run; this machine's part
+    of every launch machine 0 announces (docs/cluster.md, "Plain machines")."""
+    log.info(
+        "Machine %d of %d: serving machine 0 (%s); its kedro run runs the pipeline",
+        spec.machine_rank,
+        spec.num_machines,
+        spec.main_process_ip,
+    )
+    serve(spec)
 
 
 def _with_list_aware_params(command: click.Command) -> click.Command:

@@ -31,6 +31,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -358,12 +359,46 @@ def run_under_accelerate(
 
     With `spec.slurm` and several nodes, this process (the batch script's) starts one `srun` task
     per node, each running this function on its node (`python -m uvit_pipeline.launch`), and fails
-    when any node fails; `work_dir` must then be on a filesystem all nodes share."""
+    when any node fails; `work_dir` must then be on a filesystem all nodes share.
+
+    On machine 0 of a run over plain machines (a `machines.Coordinator` is active, as in the
+    project's `kedro run`), the launch is announced to the other machines, which start their part
+    of it; a failure on any machine fails it here, naming that machine (`machines`)."""
     work_dir = Path(work_dir)
     log_path = (
         Path(log_path) if log_path is not None else work_dir / f"{module.rsplit('.', 1)[-1]}.log"
     )
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    from uvit_pipeline import machines
+
+    coordinator = machines.active()
+    if coordinator is not None and machines.spread_over_machines(spec) and spec.machine_rank == 0:
+        # Machine 0 of a run over plain machines: the other machines start their part too.
+        work_dir.mkdir(parents=True, exist_ok=True)
+        job = {"work_dir": str(work_dir), "module": module, "args": list(module_args)}
+        job.update(log_path=str(log_path), env=dict(env_extra or {}), what=what)
+        coordinator.run_launch(
+            spec,
+            job,
+            run_here=lambda: _launch_here(
+                spec, work_dir, module, module_args, log_path, env_extra, what
+            ),
+            abort_here=stop_launched,
+        )
+        return
+    _launch_here(spec, work_dir, module, module_args, log_path, env_extra, what)
+
+
+def _launch_here(
+    spec: LaunchSpec,
+    work_dir: Path,
+    module: str,
+    module_args: list[str],
+    log_path: Path,
+    env_extra: dict[str, str] | None,
+    what: str,
+) -> None:
+    """This machine's `accelerate launch` (or the srun step over a SLURM allocation)."""
     env = {
         **os.environ,
         "PYTHONUNBUFFERED": "1",
@@ -480,6 +515,39 @@ def srun_command(
     ]  # fmt: skip
 
 
+# The children `_run_tee` is running now, so that another thread can stop them (`stop_launched`).
+_RUNNING: set[subprocess.Popen] = set()
+_RUNNING_LOCK = threading.Lock()
+
+
+def _track(proc: subprocess.Popen) -> None:
+    """Remember a running child (for `stop_launched`); forget the ones that have ended."""
+    with _RUNNING_LOCK:
+        _RUNNING.difference_update([p for p in _RUNNING if p.poll() is not None])
+        _RUNNING.add(proc)
+
+
+def stop_launched(grace_s: float = 5.0) -> None:
+    """End every child this process has launched and is waiting for (its whole process group):
+    SIGTERM now, SIGKILL after `grace_s`. Used when another machine of the launch failed; the
+    waiting `run_under_accelerate` then raises `ChildFailed`. Safe from any thread."""
+    with _RUNNING_LOCK:
+        procs = [p for p in _RUNNING if p.poll() is None]
+    for proc in procs:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGTERM)
+
+    def kill_later() -> None:
+        time.sleep(grace_s)
+        for proc in procs:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+
+    if procs:
+        threading.Thread(target=kill_later, daemon=True).start()
+
+
 # Child log lines from this logger are progress reports: the parent re-logs them (console and the
 # project's info.log) instead of echoing them, so a long run's progress and ETA reach the log file.
 PROGRESS_LOGGER = "uvit_pipeline.progress"
@@ -527,6 +595,7 @@ def _run_tee(
         proc = subprocess.Popen(
             cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
         )
+        _track(proc)
         try:
             while chunk := proc.stdout.read1(65536):
                 log.write(chunk)
