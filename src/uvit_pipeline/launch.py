@@ -522,10 +522,10 @@ def _sigterm_raises():
             signal.signal(sig, handler)
 
 
-def _stop_child(proc: subprocess.Popen, log, grace_s: float) -> None:
-    """SIGTERM to the child's process group, then keep copying its output to `log` until it ends
+def _stop_child(proc: subprocess.Popen, log, grace_s: float, sig: int) -> None:
+    """`sig` to the child's process group, then keep copying its output to `log` until it ends
     (a training saves its state first); SIGKILL after `grace_s` seconds or on a second interrupt."""
-    os.killpg(proc.pid, signal.SIGTERM)
+    os.killpg(proc.pid, sig)
     timer = threading.Timer(grace_s, _killpg, (proc.pid, signal.SIGKILL))
     timer.daemon = True
     timer.start()
@@ -581,8 +581,11 @@ def _run_tee(
             # orphaned ranks holding devices. The child runs in its own session, so a scheduler
             # that tracks processes by parentage (SLURM's proctrack/linuxproc) would miss it.
             # 5 s is well within SLURM's KillWait before its SIGKILL; a training child sets
-            # UVIT_STOP_GRACE_S to finish its step and save its state.
-            _stop_child(proc, log, float(env.get("UVIT_STOP_GRACE_S") or 5))
+            # UVIT_STOP_GRACE_S to finish its step and save its state. srun ends its step on
+            # SIGTERM (SIGKILL after KillWait) but passes SIGUSR1 on to its tasks, the nodes'
+            # launchers, which stop their processes as this one does.
+            sig = signal.SIGUSR1 if Path(cmd[0]).name == "srun" else signal.SIGTERM
+            _stop_child(proc, log, float(env.get("UVIT_STOP_GRACE_S") or 5), sig)
             raise
     if pending:
         tail.append(pending.decode(errors="replace"))

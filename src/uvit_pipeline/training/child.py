@@ -59,7 +59,7 @@ def launch_training(
             },
             what="training child",
         )
-    except (ChildFailed, Terminated) as e:
+    except (ChildFailed, Terminated, KeyboardInterrupt) as e:
         stopped = _stopped_event(events, seen)
         if stopped is None:
             raise

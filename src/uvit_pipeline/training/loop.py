@@ -297,6 +297,9 @@ def _train(config: TrainConfig, accelerator: Accelerator) -> Path:
                 events.write({"event": "stopped", "step": step, "signal": stopper.signal_name})
                 metrics.close()
                 events.close()
+                # No rank exits before the record is written: the parent (or srun, whose
+                # --kill-on-bad-exit ends the other nodes) reads it to report the stop.
+                accelerator.wait_for_everyone()
                 raise TrainingStopped(stopper.signal_name, step, config.n_steps, str(path))
         bar.close()
 
