@@ -563,25 +563,58 @@ def _echo(line: bytes, out: list[str]) -> None:
 
 
 class Terminated(BaseException):
-    """SIGTERM arrived while a launched child ran (time limit, preemption, `kill`)."""
+    """SIGTERM or SIGUSR1 arrived while a launched child ran (time limit, preemption, `kill`)."""
+
+
+# Signals that end a launching process; while a child runs they raise `Terminated` instead.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
 
 @contextlib.contextmanager
 def _sigterm_raises():
-    """While a child runs, SIGTERM raises `Terminated` in this process (its default action would
-    end the process at once, leaving the child running); only possible in the main thread."""
+    """While a child runs, SIGTERM and SIGUSR1 raise `Terminated` in this process (their default
+    action would end the process at once, leaving the child running); only possible in the main
+    thread."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def raise_terminated(signum, frame):
-        raise Terminated(f"signal {signum} while a launched child ran")
+        raise Terminated(f"{signal.Signals(signum).name} while a launched child ran")
 
-    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    previous = {sig: signal.signal(sig, raise_terminated) for sig in STOP_SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _stop_child(proc: subprocess.Popen, log, grace_s: float, sig: int) -> None:
+    """`sig` to the child's process group, then keep copying its output to `log` until it ends
+    (a training saves its state first); SIGKILL after `grace_s` seconds or on a second interrupt."""
+    os.killpg(proc.pid, sig)
+    timer = threading.Timer(grace_s, _killpg, (proc.pid, signal.SIGKILL))
+    timer.daemon = True
+    timer.start()
+    try:
+        while chunk := proc.stdout.read1(65536):
+            log.write(chunk)
+            log.flush()
+            sys.stdout.write(chunk.decode(errors="replace"))
+            sys.stdout.flush()
+        proc.wait()
+    except BaseException:
+        _killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
+    finally:
+        timer.cancel()
+
+
+def _killpg(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, sig)
 
 
 def _run_tee(
@@ -616,12 +649,12 @@ def _run_tee(
             # Parent interrupted (Ctrl-C, SIGTERM from a scheduler, Kedro failure): do not leave
             # orphaned ranks holding devices. The child runs in its own session, so a scheduler
             # that tracks processes by parentage (SLURM's proctrack/linuxproc) would miss it.
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=5)  # well within SLURM's KillWait before its SIGKILL
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            # 5 s is well within SLURM's KillWait before its SIGKILL; a training child sets
+            # UVIT_STOP_GRACE_S to finish its step and save its state. srun ends its step on
+            # SIGTERM (SIGKILL after KillWait) but passes SIGUSR1 on to its tasks, the nodes'
+            # launchers, which stop their processes as this one does.
+            sig = signal.SIGUSR1 if Path(cmd[0]).name == "srun" else signal.SIGTERM
+            _stop_child(proc, log, float(env.get("UVIT_STOP_GRACE_S") or 5), sig)
             raise
     if pending:
         tail.append(pending.decode(errors="replace"))

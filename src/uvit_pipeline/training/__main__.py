@@ -13,6 +13,7 @@ import torch.distributed as dist
 from .._io import read_json
 from .config import TrainConfig
 from .loop import train
+from .stop import STOPPED_EXIT_CODE, TrainingStopped
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,7 +33,13 @@ def main(argv: list[str] | None = None) -> int:
     if not path.is_file():
         parser.error(f"--config {path} does not exist")
     config = TrainConfig.from_dict(read_json(path))
-    final = train(config)  # validates first, against the processes it runs on
+    try:
+        final = train(config)  # validates first, against the processes it runs on
+    except TrainingStopped as e:  # SIGTERM / SIGUSR1: the state is saved, every rank ends here
+        if rank == 0:
+            logging.getLogger(__name__).warning("%s", e)
+        _shutdown_process_group()
+        return STOPPED_EXIT_CODE
     logging.getLogger(__name__).info("Final checkpoint: %s", final)
     _shutdown_process_group()
     return 0

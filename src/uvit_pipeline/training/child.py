@@ -6,9 +6,17 @@ import logging
 import os
 from pathlib import Path
 
+from uvit_pipeline.errors import ChildFailed
+
 from .._io import atomic_write_json, read_json
-from ..launch import LaunchSpec, run_under_accelerate
+from ..launch import LaunchSpec, Terminated, run_under_accelerate
 from .config import TrainConfig
+from .monitor import read_jsonl
+from .stop import TrainingStopped
+
+# Seconds a stopping training gets (finish the step, save the state) before its processes are
+# killed: `launch` waits this long after forwarding a SIGTERM, and so does torchrun's agent.
+STOP_GRACE_S = 300
 
 logger = logging.getLogger(__name__)
 
@@ -22,7 +30,9 @@ def launch_training(
     validated the parameters before any node ran. `spec.mixed_precision` and `spec.cpu` are taken
     from the config, so flags and Accelerator agree.
     The child inherits the environment (e.g. MLFLOW_RUN_ID set by the Kedro hook). Raises
-    RuntimeError with the log tail when the child fails.
+    RuntimeError with the log tail when the child fails, and `TrainingStopped` (naming the step
+    and the saved state) when a SIGTERM or SIGUSR1 stopped it: to this process (`launch` forwards
+    it) or to the training processes themselves.
     """
     spec = LaunchSpec(
         **{**spec.__dict__, "mixed_precision": config.mixed_precision, "cpu": config.cpu}
@@ -32,14 +42,31 @@ def launch_training(
     config_path = atomic_write_json(run_dir / "train_config.json", config.to_dict())
     log_path = Path(log_path) if log_path is not None else run_dir / "train.log"
     logger.info("Training state folder: %s", run_dir)
-    run_under_accelerate(
-        spec,
-        run_dir,
-        "uvit_pipeline.training",
-        ["--config", str(config_path)],
-        log_path=log_path,
-        what="training child",
-    )
+    events = run_dir / "events.jsonl"
+    seen = len(read_jsonl(events)) if events.is_file() else 0
+    try:
+        run_under_accelerate(
+            spec,
+            run_dir,
+            "uvit_pipeline.training",
+            ["--config", str(config_path)],
+            log_path=log_path,
+            # A stop signal (ours forwarded, or the scheduler's to every process) gives the ranks
+            # time to finish their step and save the state before anything is killed.
+            env_extra={
+                "UVIT_STOP_GRACE_S": str(STOP_GRACE_S),
+                "TORCH_ELASTIC_SHUTDOWN_TIMEOUT": str(STOP_GRACE_S),
+            },
+            what="training child",
+        )
+    except (ChildFailed, Terminated, KeyboardInterrupt) as e:
+        stopped = _stopped_event(events, seen)
+        if stopped is None:
+            raise
+        path = run_dir / "ckpts" / f"{stopped['step']}.ckpt"
+        raise TrainingStopped(
+            stopped.get("signal", "a signal"), stopped["step"], config.n_steps, str(path)
+        ) from e
     final = run_dir / "final"
     if not (final / "summary.json").is_file():
         raise RuntimeError(
@@ -50,3 +77,11 @@ def launch_training(
         "Training finished: %s", {k: summary.get(k) for k in ("steps", "final_loss", "wall_time_s")}
     )
     return final
+
+
+def _stopped_event(events: Path, seen: int) -> dict | None:
+    """The `stopped` record the child wrote after the first `seen` records, if it ended that way."""
+    if not events.is_file():
+        return None
+    new = read_jsonl(events)[seen:]
+    return new[-1] if new and new[-1].get("event") == "stopped" else None

@@ -35,6 +35,7 @@ from .monitor import (
     reset_peak_memory,
     sync,
 )
+from .stop import StopOnSignal, TrainingStopped
 
 logger = logging.getLogger(__name__)
 progress = logging.getLogger("uvit_pipeline.progress")  # launch.PROGRESS_LOGGER
@@ -248,40 +249,59 @@ def _train(config: TrainConfig, accelerator: Accelerator) -> Path:
     reset_peak_memory(device)
     t_log, step_log = time.time(), step
     eta = SteadyEta(config.n_steps, step, t_start)
-    batches = iter(loader)
-    bar = tqdm(  # smoothing=0: tqdm's ETA from the average rate since this attempt started
-        total=config.n_steps,
-        initial=step,
-        disable=not is_main,
-        desc="train",
-        dynamic_ncols=True,
-        smoothing=0,
-    )
-    objs.nnet.train()
-    while step < config.n_steps:
-        x0, cond = prepare_batch(next(batches), config, device, conditional)
-        loss_sum += train_step(objs, accelerator, x0, cond, config.ema_rate)
-        n_loss += 1
-        step += 1
-        bar.update(1)
-        if step % config.log_interval == 0 or step == config.n_steps:
-            window = (step - step_log, max(time.time() - t_log, 1e-9), loss_sum / n_loss)
-            last_loss = _log_interval(config, accelerator, objs, step, window, metrics, peak_rate)
-            if is_main:
-                _report_progress(
-                    step,
-                    config.n_steps,
-                    last_loss,
-                    window[0] / window[1],
-                    eta.update(step, time.time()),
+    # From here SIGTERM / SIGUSR1 stop the run at the next step boundary with its state saved; the
+    # loader's workers, forked by iter(), inherit the handler.
+    with StopOnSignal(device, accelerator.num_processes) as stopper:
+        batches = iter(loader)
+        bar = tqdm(  # smoothing=0: tqdm's ETA from the average rate since this attempt started
+            total=config.n_steps,
+            initial=step,
+            disable=not is_main,
+            desc="train",
+            dynamic_ncols=True,
+            smoothing=0,
+        )
+        objs.nnet.train()
+        saved = start_step  # the step of the newest state on disk (start_step: resumed from it)
+        while step < config.n_steps:
+            x0, cond = prepare_batch(next(batches), config, device, conditional)
+            loss_sum += train_step(objs, accelerator, x0, cond, config.ema_rate)
+            n_loss += 1
+            step += 1
+            bar.update(1)
+            if step % config.log_interval == 0 or step == config.n_steps:
+                window = (step - step_log, max(time.time() - t_log, 1e-9), loss_sum / n_loss)
+                last_loss = _log_interval(
+                    config, accelerator, objs, step, window, metrics, peak_rate
                 )
-            bar.set_postfix(loss=f"{last_loss:.4f}")
-            loss_sum.zero_()
-            reset_peak_memory(device)
-            n_loss, t_log, step_log = 0, time.time(), step
-        if step % config.save_interval == 0 or step == config.n_steps:
-            _save_state(config, accelerator, objs, step, resolved, ckpt_root, events)
-    bar.close()
+                if is_main:
+                    _report_progress(
+                        step,
+                        config.n_steps,
+                        last_loss,
+                        window[0] / window[1],
+                        eta.update(step, time.time()),
+                    )
+                bar.set_postfix(loss=f"{last_loss:.4f}")
+                loss_sum.zero_()
+                reset_peak_memory(device)
+                n_loss, t_log, step_log = 0, time.time(), step
+            if step % config.save_interval == 0 or step == config.n_steps:
+                _save_state(config, accelerator, objs, step, resolved, ckpt_root, events)
+                saved = step
+            if step < config.n_steps and stopper.poll():
+                bar.close()
+                if saved != step:
+                    _save_state(config, accelerator, objs, step, resolved, ckpt_root, events)
+                path = ckpt_root / f"{step}.ckpt"
+                events.write({"event": "stopped", "step": step, "signal": stopper.signal_name})
+                metrics.close()
+                events.close()
+                # No rank exits before the record is written: the parent (or srun, whose
+                # --kill-on-bad-exit ends the other nodes) reads it to report the stop.
+                accelerator.wait_for_everyone()
+                raise TrainingStopped(stopper.signal_name, step, config.n_steps, str(path))
+        bar.close()
 
     # Equal hashes on every rank show that DDP kept the replicas (and their EMAs) in sync.
     hashes = gather_object(
