@@ -1,5 +1,6 @@
 """What the sampling pipelines share (evaluation, generate, guidance_sweep): a `SamplingSpec` from a
-parameter section, a sampling run in or out of process, and the scoring of a folder of samples."""
+parameter section, a sampling run over every process of the launch (`launch.run_parallel`), and the
+scoring of a folder of samples."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import logging
 from pathlib import Path
 
 from uvit_pipeline.data.text_features import TextFeatures
-from uvit_pipeline.launch import LaunchSpec, run_under_accelerate
+from uvit_pipeline.launch import LaunchSpec, run_parallel
 from uvit_pipeline.metrics.demo_classifier import classifier_accuracy
 from uvit_pipeline.metrics.fid import frechet_distance, statistics
 from uvit_pipeline.metrics.network import METRIC_NAMES, load_feature_network
@@ -16,7 +17,6 @@ from uvit_pipeline.sampling import (
     SamplingSpec,
     collect,
     collect_caption_rows,
-    generate_to_dir,
 )
 
 log = logging.getLogger(__name__)
@@ -62,21 +62,24 @@ def sampling_spec(
     )
 
 
-def run_sampling(spec: SamplingSpec, folder: Path, num_processes: int) -> None:
-    """In this process, or under `accelerate launch` with several ranks (50K-sample evaluations)."""
+def launch_dir(folder: Path) -> Path:
+    """Where a data-parallel launch that builds `folder` keeps its payload, config and log: a
+    sibling of the folder (`<folder>.launch`), so the folder holds only its own files."""
+    return folder.parent / f"{folder.name}.launch"
+
+
+def run_sampling(spec: SamplingSpec, folder: Path, launcher: dict) -> None:
+    """The chunks of `spec` into `folder`, over every process of the `launcher` launch
+    (`spec.device`: CPU processes, or one GPU each); in this process when it is one process."""
     spec.to_json(folder / "spec.json")  # what the chunks are (read by the scoring)
-    if num_processes > 1:
-        spec_file = spec.to_json(folder.with_suffix(".spec.json"))
-        run_under_accelerate(
-            LaunchSpec(num_processes=num_processes, cpu=spec.device == "cpu"),
-            folder.parent,
-            "uvit_pipeline.sampling",
-            ["--spec", str(spec_file), "--out", str(folder)],
-            what="sampling child",
-            log_path=folder.with_suffix(".log"),
-        )
-    else:
-        generate_to_dir(spec, folder)
+    run_parallel(
+        LaunchSpec.from_params(launcher),
+        "uvit_pipeline.sampling.generate:sample_part",
+        {"spec": spec.to_dict(), "out": str(folder)},
+        work_dir=launch_dir(folder),
+        device=spec.device,
+        what="sampling",
+    )
 
 
 def metric_name(base: str, spec: SamplingSpec) -> str:

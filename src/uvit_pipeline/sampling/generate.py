@@ -5,8 +5,8 @@ caller. Evaluation samples are produced in fixed chunks; chunk k has its own see
 noise and class labels, and text contexts drawn from a text store depend only on (seed, sample index), so
 the images do not depend on how many processes share the work. Each chunk is written
 atomically to `chunk-<k>.npz` so an interrupted 50K-sample run resumes with the chunks that are missing.
-`python -m uvit_pipeline.sampling --spec spec.json --out DIR` is the `accelerate launch` entry point:
-rank r makes chunks k ≡ r (mod world size).
+`sample_part` is the entry point of `launch.run_parallel`: rank r makes chunks k ≡ r (mod world size),
+on its own device.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ __all__ = [
     "generate_samples",
     "generate_to_dir",
     "quantize",
+    "sample_part",
 ]
 
 
@@ -313,6 +314,14 @@ def generate_to_dir(
         }
         atomic_write(out / f"chunk-{k:06d}.npz", lambda f, a=arrays: np.savez(f, **a))
     return out
+
+
+def sample_part(payload: dict, part) -> None:
+    """`launch.run_parallel` entry: this rank's missing chunks of the sampling job
+    `payload["spec"]` (`SamplingSpec.to_dict()`) into `payload["out"]`, on `part.device`; only
+    the main rank shows progress."""
+    spec = SamplingSpec.from_dict(payload["spec"]).replace(device=part.device)
+    generate_to_dir(spec, payload["out"], part.rank, part.world, progress=part.is_main)
 
 
 def _chunks(out_dir: str | os.PathLike, n: int, batch_size: int) -> Iterator[dict]:
