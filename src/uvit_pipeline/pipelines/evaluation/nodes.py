@@ -93,16 +93,21 @@ def score_samples(
     clip_model: str | None,
     text_features: str | None,
     evaluation: dict,
+    launcher: dict,
+    paths: dict,
 ) -> dict:
     """The metrics of the samples (`_sampling.score_sample_dir`): FID or demo FD, the demo's class
-    accuracy, the CLIP score of text-to-image samples."""
+    accuracy, the CLIP score of text-to-image samples; the networks run over every process of the
+    `launcher` launch."""
     return score_sample_dir(
         generated_samples,
         reference_stats,
         feature_network,
         clip_model,
         text_features,
-        evaluation["device"],
+        device=evaluation["device"],
+        launcher=launcher,
+        staging=paths["staging"],
     )
 
 

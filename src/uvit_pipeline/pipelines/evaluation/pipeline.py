@@ -26,6 +26,8 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "clip_model",
                     "text_features",
                     "params:evaluation",
+                    "params:launcher",
+                    "params:paths",
                 ],
                 outputs="evaluation_metrics",
                 name="score_samples",

@@ -61,7 +61,14 @@ def sweep_guidance(
         folder = staging_dir(paths["staging"], "sweep", spec.to_dict())
         run_sampling(spec, Path(folder), launcher)
         metrics = score_sample_dir(
-            str(folder), reference_stats, feature_network, None, text_features, params["device"]
+            str(folder),
+            reference_stats,
+            feature_network,
+            None,
+            text_features,
+            device=params["device"],
+            launcher=launcher,
+            staging=paths["staging"],
         )
         log.info("CFG scale %s: %s", scale, metrics)
         results.append({"cfg_scale": float(scale), **metrics})
