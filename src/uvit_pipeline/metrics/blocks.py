@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -98,6 +99,15 @@ def compute_blocks(
         what="reference statistics" if what == REFERENCE else "scoring",
     )
     return merge_blocks(folder / "blocks", what, n_blocks)
+
+
+def discard_blocks(folder: Path, launcher: dict) -> None:
+    """Remove a merged stage's folder (its blocks served the resume), unless the launch spans
+    several machines: another machine's node may still be merging from the shared folder."""
+    from uvit_pipeline.launch import LaunchSpec
+
+    if LaunchSpec.from_params(launcher).num_machines == 1:
+        shutil.rmtree(folder)
 
 
 # --- reference statistics: real images, `block_size` manifest rows per block ----------------------

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from pathlib import Path
 
 from uvit_pipeline._io import read_json
@@ -182,6 +181,6 @@ def score_sample_dir(
 
         scored = clip_score_of(merged["clip"], str(merged["meta_clip_metric"]), str(clip))
         metrics.update({k: v for k, v in scored.items() if isinstance(v, float)})
-    shutil.rmtree(folder)  # the metrics are the output; the blocks served the resume
+    blocks.discard_blocks(folder, launcher)
     log.info("Evaluation on %d samples: %s", n, json.dumps(metrics))
     return metrics
