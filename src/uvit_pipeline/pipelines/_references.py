@@ -94,8 +94,10 @@ def reference_statistics(
     identity = {**payload, "network_info": info, "manifest": manifest_id(rows.iloc[:n])}
     folder = staging_dir(staging, "reference-blocks", identity)
     rows_file = folder / "rows.parquet"
-    if not rows_file.is_file():
-        atomic_write(rows_file, lambda f: rows.iloc[:n].reset_index(drop=True).to_parquet(f))
+    if not rows_file.is_file():  # what decoding a row reads: its file, checksum, array index
+        kept = [c for c in ("path", "checksum", "index", "label") if c in rows.columns]
+        table = rows.iloc[:n][kept].reset_index(drop=True)
+        atomic_write(rows_file, lambda f: table.to_parquet(f))
     payload["manifest"] = str(rows_file)
     n_blocks = blocks.num_blocks(n, REFERENCE_BLOCK_IMAGES)
     merged = blocks.compute_blocks(
