@@ -21,8 +21,8 @@ from ..conftest import tiny_clip_tokenizer as tiny_tokenizer
 TEXTS = ["the cat", "a cat", "the the", "cat cat cat", "a", "the cat."]
 
 
-@pytest.fixture(scope="module")
-def scorer(tmp_path_factory):
+def tiny_clip_dir(path):
+    """A tiny random CLIPModel and its processor saved at `path` (save_pretrained)."""
     torch.manual_seed(0)
     tokenizer = tiny_tokenizer()
     config = CLIPConfig(
@@ -50,10 +50,14 @@ def scorer(tmp_path_factory):
     image_processor = CLIPImageProcessor(
         size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
     )
-    path = tmp_path_factory.mktemp("clip") / "tiny-clip"
     CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(path)
     CLIPModel(config).save_pretrained(path)
-    return load_clip_scorer(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def scorer(tmp_path_factory):
+    return load_clip_scorer(tiny_clip_dir(tmp_path_factory.mktemp("clip") / "tiny-clip"))
 
 
 def _images(n=6):

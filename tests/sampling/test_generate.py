@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from uvit_pipeline.launch import LaunchSpec, run_under_accelerate
+from uvit_pipeline.launch import LaunchSpec, run_parallel
 from uvit_pipeline.models import UViT
 from uvit_pipeline.sampling import SamplingSpec
 from uvit_pipeline.sampling.generate import collect, generate_samples, generate_to_dir, quantize
@@ -91,21 +91,33 @@ def test_chunks_resume_and_do_not_depend_on_rank_split(checkpoint, tmp_path):
     np.testing.assert_array_equal(collect(one["out_dir"], 10, 4)[0], images)
 
 
+def chunk_arrays(folder) -> dict:
+    """Every array of every chunk file in `folder`, by (file, key)."""
+    out = {}
+    for path in sorted(Path(folder).glob("chunk-*.npz")):
+        with np.load(path) as f:
+            out.update({(path.name, k): f[k] for k in f.files})
+    return out
+
+
 @pytest.mark.slow
-def test_two_process_sampling_under_accelerate(checkpoint, tmp_path):
+def test_two_processes_write_the_chunks_of_one(checkpoint, tmp_path):
+    """`sample_part` under `run_parallel`: 2 CPU processes write the chunks 1 process writes, byte
+    for byte (evaluation, guidance_sweep and generate all sample through it)."""
     ref = spec_for(checkpoint, tmp_path / "ref")
     generate(ref, progress=False)
     spec = spec_for(checkpoint, tmp_path / "multi")
-    out_dir = spec.pop("out_dir")
-    (tmp_path / "spec.json").write_text(json.dumps(spec))
-    run_under_accelerate(
+    out = spec.pop("out_dir")
+    run_parallel(
         LaunchSpec(num_processes=2, cpu=True),
-        tmp_path,
-        "uvit_pipeline.sampling",
-        ["--spec", str(tmp_path / "spec.json"), "--out", out_dir],
-        what="sampling child",
+        "uvit_pipeline.sampling.generate:sample_part",
+        {"spec": spec, "out": out},
+        work_dir=tmp_path / "launch",
     )
-    np.testing.assert_array_equal(collect(out_dir, 10, 4)[0], collect(ref["out_dir"], 10, 4)[0])
+    one, two = chunk_arrays(ref["out_dir"]), chunk_arrays(out)
+    assert len(one) == 6 and one.keys() == two.keys()  # 3 chunks: images, labels
+    for key, a in one.items():
+        assert a.dtype == two[key].dtype and a.tobytes() == two[key].tobytes(), key
 
 
 def test_labels_follow_given_class_frequencies(checkpoint, tmp_path):

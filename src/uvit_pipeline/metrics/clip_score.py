@@ -87,7 +87,11 @@ def load_clip_scorer(
 
 @torch.no_grad()
 def clip_similarities(
-    scorer: ClipScorer, images: np.ndarray, texts: list[str], batch_size: int = 64
+    scorer: ClipScorer,
+    images: np.ndarray,
+    texts: list[str],
+    batch_size: int = 64,
+    progress: bool = True,
 ) -> np.ndarray:
     """Cosine similarity (N,) float64 of each uint8 image (N, 3, H, W) with its own text."""
     images = np.asarray(images)
@@ -97,7 +101,8 @@ def clip_similarities(
         raise ValueError(f"texts: expected {len(images)} strings (one per image), got {len(texts)}")
     device = scorer.model.device
     out = []
-    for lo in tqdm(range(0, len(images), batch_size), desc="clip score", unit="batch"):
+    batches = range(0, len(images), batch_size)
+    for lo in tqdm(batches, desc="clip score", unit="batch", disable=not progress):
         batch = list(images[lo : lo + batch_size].transpose(0, 2, 3, 1))  # HWC uint8 for PIL
         inputs = scorer.processor(
             text=list(texts[lo : lo + batch_size]),
@@ -117,8 +122,14 @@ def clip_score(
 ) -> dict:
     """{metric name: mean 100·max(cos, 0), "clip_model": name, "clip_score_n": N} for image/text pairs."""
     cos = clip_similarities(scorer, images, texts, batch_size)
+    return clip_score_of(cos, scorer.metric_name, scorer.name)
+
+
+def clip_score_of(cos: np.ndarray, metric_name: str, model_name: str) -> dict:
+    """`clip_score`'s result from the cosine similarities of the pairs (`clip_similarities`)."""
+    cos = np.asarray(cos, dtype=np.float64)
     return {
-        scorer.metric_name: float(100.0 * np.maximum(cos, 0.0).mean()),
-        "clip_model": scorer.name,
+        metric_name: float(100.0 * np.maximum(cos, 0.0).mean()),
+        "clip_model": model_name,
         "clip_score_n": len(cos),
     }

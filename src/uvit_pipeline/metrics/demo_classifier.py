@@ -120,14 +120,29 @@ def classifier_features(model: DemoClassifier, images_uint8, batch_size: int = 2
     return _batched(model, images, model.features, batch_size).double().numpy()
 
 
+def classifier_predictions(
+    model: DemoClassifier, images_uint8, batch_size: int = 256
+) -> np.ndarray:
+    """Predicted class (N,) int64 of uint8 images (N, 3, H, W)."""
+    images = _check_images(images_uint8)
+    return _batched(model, images, model, batch_size).argmax(dim=1).numpy()
+
+
+def accuracy_of(predictions, labels, num_classes: int | None = None) -> float:
+    """Fraction of `predictions` equal to `labels` (e.g. the conditioning class)."""
+    predictions = np.asarray(predictions)
+    labels = _check_labels(labels, len(predictions), num_classes).numpy()
+    return float(np.mean(predictions == labels))
+
+
 def classifier_accuracy(
     model: DemoClassifier, images_uint8, labels, batch_size: int = 256
 ) -> float:
     """Fraction of images whose predicted class equals `labels` (e.g. the conditioning class)."""
     images = _check_images(images_uint8)
-    labels = _check_labels(labels, len(images), model.config["num_classes"])
-    predictions = _batched(model, images, model, batch_size).argmax(dim=1)
-    return float((predictions == labels).float().mean())
+    _check_labels(labels, len(images), model.config["num_classes"])
+    predictions = classifier_predictions(model, images, batch_size)
+    return accuracy_of(predictions, labels, model.config["num_classes"])
 
 
 def demo_fd_statistics(

@@ -30,7 +30,7 @@ def load_feature_network(path: str | Path, device: str = "cpu", batch_size: int 
     path = Path(path)
     info = read_json(path / "network.json", "Delete the folder and re-run fid_reference")
     if info["network"] == "demo_classifier":
-        model = demo_classifier.load_classifier(path / "classifier.safetensors")
+        model = demo_classifier.load_classifier(path / "classifier.safetensors", device=device)
 
         def features(images: np.ndarray) -> np.ndarray:
             return demo_classifier.classifier_features(model, images, batch_size=batch_size)

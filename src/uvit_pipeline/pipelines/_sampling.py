@@ -1,5 +1,6 @@
 """What the sampling pipelines share (evaluation, generate, guidance_sweep): a `SamplingSpec` from a
-parameter section, a sampling run in or out of process, and the scoring of a folder of samples."""
+parameter section, a sampling run over every process of the launch (`launch.run_parallel`), and the
+scoring of a folder of samples."""
 
 from __future__ import annotations
 
@@ -7,17 +8,16 @@ import json
 import logging
 from pathlib import Path
 
+from uvit_pipeline._io import read_json
 from uvit_pipeline.data.text_features import TextFeatures
-from uvit_pipeline.launch import LaunchSpec, run_under_accelerate
-from uvit_pipeline.metrics.demo_classifier import classifier_accuracy
+from uvit_pipeline.launch import LaunchSpec, run_parallel
+from uvit_pipeline.metrics import blocks
+from uvit_pipeline.metrics.demo_classifier import accuracy_of
 from uvit_pipeline.metrics.fid import frechet_distance, statistics
-from uvit_pipeline.metrics.network import METRIC_NAMES, load_feature_network
-from uvit_pipeline.sampling import (
-    SamplingSpec,
-    collect,
-    collect_caption_rows,
-    generate_to_dir,
-)
+from uvit_pipeline.metrics.network import METRIC_NAMES
+from uvit_pipeline.pipelines._staging import staging_dir
+from uvit_pipeline.sampling import SamplingSpec, collect_caption_rows
+from uvit_pipeline.sampling.generate import collect_labels
 
 log = logging.getLogger(__name__)
 
@@ -62,21 +62,27 @@ def sampling_spec(
     )
 
 
-def run_sampling(spec: SamplingSpec, folder: Path, num_processes: int) -> None:
-    """In this process, or under `accelerate launch` with several ranks (50K-sample evaluations)."""
+def launch_dir(folder: Path) -> Path:
+    """Where a data-parallel launch that builds `folder` keeps its payload, config and log: a
+    sibling of the folder (`<folder>.launch`), so the folder holds only its own files."""
+    return folder.parent / f"{folder.name}.launch"
+
+
+def run_sampling(
+    spec: SamplingSpec, folder: Path, launcher: dict, contexts: Path | None = None
+) -> None:
+    """The chunks of `spec` into `folder`, over every process of the `launcher` launch
+    (`spec.device`: CPU processes, or one GPU each); in this process when it is one process.
+    `contexts`: a text model's own contexts (`generate_to_dir`), instead of drawn captions."""
     spec.to_json(folder / "spec.json")  # what the chunks are (read by the scoring)
-    if num_processes > 1:
-        spec_file = spec.to_json(folder.with_suffix(".spec.json"))
-        run_under_accelerate(
-            LaunchSpec(num_processes=num_processes, cpu=spec.device == "cpu"),
-            folder.parent,
-            "uvit_pipeline.sampling",
-            ["--spec", str(spec_file), "--out", str(folder)],
-            what="sampling child",
-            log_path=folder.with_suffix(".log"),
-        )
-    else:
-        generate_to_dir(spec, folder)
+    run_parallel(
+        LaunchSpec.from_params(launcher),
+        "uvit_pipeline.sampling.generate:sample_part",
+        {"spec": spec.to_dict(), "out": str(folder), "contexts": contexts and str(contexts)},
+        work_dir=launch_dir(folder),
+        device=spec.device,
+        what="sampling",
+    )
 
 
 def metric_name(base: str, spec: SamplingSpec) -> str:
@@ -98,41 +104,83 @@ def _text_pairs(generated_samples: str, spec: SamplingSpec, text_features: str):
     return rows["caption"].tolist(), rows["image_label"].to_numpy()
 
 
+# Images per feature-network batch while scoring (within one sample chunk).
+SCORE_BATCH = 200
+
+
+def _chunk_fingerprint(folder: Path) -> list:
+    """(name, size, mtime) of every chunk file: new samples under the same spec get new blocks."""
+    return [
+        (p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.glob("chunk-*.npz"))
+    ]
+
+
 def score_sample_dir(
     generated_samples: str,
     reference_stats: dict,
     feature_network: str,
     clip_model: str | None,
     text_features: str | None,
+    *,
     device: str,
+    launcher: dict,
+    staging: str,
 ) -> dict:
     """Fréchet distance to the reference statistics, named after the feature network (`fid`, or
     `demo_fd` for the demo's classifier: never called FID); the demo's class accuracy (for text
     models: the class of the image whose caption conditioned the sample); the CLIP score of
-    text-to-image samples and their captions where a CLIP model is configured."""
-    info, features_fn, classifier = load_feature_network(feature_network)
+    text-to-image samples and their captions where a CLIP model is configured.
+
+    The networks run over every process of the `launcher` launch on `device`, one block per sample
+    chunk (`metrics.blocks.score_part`, resumable block by block); the metrics are computed here
+    from the merged blocks, so they do not depend on the number of processes."""
+    samples = Path(generated_samples)
+    info = read_json(Path(feature_network) / "network.json", "Re-run fid_reference")
     if info["network"] != reference_stats["network"]:
         raise ValueError(
             f"reference_stats were computed with {reference_stats['network']}, the feature network "
             f"is {info['network']}: re-run the fid_reference pipeline"
         )
-    spec = SamplingSpec.from_json(Path(generated_samples) / "spec.json")
-    samples, labels = collect(generated_samples, spec.n_samples, spec.batch_size)
-    mu, sigma = statistics(features_fn(samples))
-    name = metric_name(METRIC_NAMES[info["network"]], spec)
-    metrics = {name: frechet_distance(mu, sigma, reference_stats["mu"], reference_stats["sigma"])}
+    spec = SamplingSpec.from_json(samples / "spec.json")
+    n, size = spec.n_samples, spec.batch_size
+    labels = collect_labels(samples, n, size)
     captions = None
     if spec.text_features:
         if text_features is None:
             raise ValueError("text-to-image samples are scored with their captions: text_features")
         captions, labels = _text_pairs(generated_samples, spec, text_features)
-    if classifier is not None and labels is not None:
-        metrics["demo_class_accuracy"] = classifier_accuracy(classifier, samples, labels)
-    if captions is not None and clip_model is not None:
+    clip = clip_model if captions is not None else None
+    payload = {
+        "samples": str(samples),
+        "n": n,
+        "chunk_size": size,
+        "network": str(feature_network),
+        "batch_size": SCORE_BATCH,
+        "clip_model": None if clip is None else str(clip),
+        "captions": captions if clip is not None else None,
+    }
+    identity = {
+        **{k: v for k, v in payload.items() if k != "captions"},
+        "spec": spec.to_dict(),
+        "chunks": _chunk_fingerprint(samples),
+        "network_info": info,
+    }
+    folder = staging_dir(staging, "score-blocks", identity)
+    n_blocks = blocks.num_blocks(n, size)
+    merged = blocks.compute_blocks(launcher, "score_part", payload, folder, n_blocks, device=device)
+    mu, sigma = statistics(merged["acts"])
+    name = metric_name(METRIC_NAMES[info["network"]], spec)
+    metrics = {name: frechet_distance(mu, sigma, reference_stats["mu"], reference_stats["sigma"])}
+    if "pred" in merged and labels is not None:
+        metrics["demo_class_accuracy"] = accuracy_of(
+            merged["pred"], labels, info.get("num_classes")
+        )
+    if "clip" in merged:
         # transformers takes seconds to import; only text models scored with CLIP need it
-        from uvit_pipeline.metrics.clip_score import clip_score, load_clip_scorer
+        from uvit_pipeline.metrics.clip_score import clip_score_of
 
-        scored = clip_score(load_clip_scorer(clip_model, device=device), samples, captions)
+        scored = clip_score_of(merged["clip"], str(merged["meta_clip_metric"]), str(clip))
         metrics.update({k: v for k, v in scored.items() if isinstance(v, float)})
-    log.info("Evaluation on %d samples: %s", len(samples), json.dumps(metrics))
+    blocks.discard_blocks(folder, launcher)
+    log.info("Evaluation on %d samples: %s", n, json.dumps(metrics))
     return metrics

@@ -201,8 +201,11 @@ SCHEMA: dict[str, Any] = {
         ),
         "batch_size": _p(pos_int, "samples per batch and process"),
         "seed": _p(integer(), "sampling seed (chunk k has its own)"),
-        "device": _p(string, "device of single-process sampling"),
-        "num_processes": _p(pos_int, "> 1: sampling under accelerate launch, one rank per GPU"),
+        "device": _p(
+            string,
+            "device of sampling, scoring and reference statistics: cpu runs the launcher's "
+            "processes on the CPU, cuda one GPU each",
+        ),
         "decode_batch_size": _p(pos_int, "latent models: latents per decoder batch (§5.3)"),
         "mixed_precision": _p(
             _sampling_precision,

@@ -5,8 +5,8 @@ caller. Evaluation samples are produced in fixed chunks; chunk k has its own see
 noise and class labels, and text contexts drawn from a text store depend only on (seed, sample index), so
 the images do not depend on how many processes share the work. Each chunk is written
 atomically to `chunk-<k>.npz` so an interrupted 50K-sample run resumes with the chunks that are missing.
-`python -m uvit_pipeline.sampling --spec spec.json --out DIR` is the `accelerate launch` entry point:
-rank r makes chunks k ≡ r (mod world size).
+`sample_part` is the entry point of `launch.run_parallel`: rank r makes chunks k ≡ r (mod world size),
+on its own device.
 """
 
 from __future__ import annotations
@@ -46,9 +46,11 @@ __all__ = [
     "chunk_labels",
     "collect",
     "collect_caption_rows",
+    "collect_labels",
     "generate_samples",
     "generate_to_dir",
     "quantize",
+    "sample_part",
 ]
 
 
@@ -258,17 +260,33 @@ def _text_source(spec: SamplingSpec, setup: SamplerSetup) -> TextFeatures:
     return text
 
 
+def _explicit_contexts(path: str | os.PathLike, n: int, setup: SamplerSetup) -> dict:
+    """Text contexts given as a file (`contexts` (n, L, D), `null_context` (L, D)), checked."""
+    with np.load(path, allow_pickle=False) as f:
+        out = {"contexts": f["contexts"], "null_context": f["null_context"]}
+    want = setup.info.context_shape
+    if out["contexts"].shape != (n, *want) or out["null_context"].shape != want:
+        raise ValueError(
+            f"text contexts {path}: {out['contexts'].shape} and null {out['null_context'].shape}, "
+            f"the job needs ({n}, {want[0]}, {want[1]}) and {want}"
+        )
+    return out
+
+
 def generate_to_dir(
     spec: SamplingSpec,
     out_dir: str | os.PathLike,
     rank: int = 0,
     world_size: int = 1,
     progress: bool = True,
+    contexts: str | os.PathLike | None = None,
 ) -> Path:
     """Write this rank's missing chunks of ``spec.n_samples`` samples into ``out_dir``.
 
     A chunk holds images, labels and, for text models, the caption_rows / image_rows that
-    conditioned them.
+    conditioned them. A text model's contexts are captions drawn from ``spec.text_features``, or
+    with ``contexts`` an .npz of the samples' own (`contexts` (n, L, D) and `null_context`
+    (L, D), e.g. encoded prompts).
     """
     if spec.sampler is None or spec.steps is None:
         raise ValueError("the sampling spec names no sampler or no number of steps")
@@ -281,12 +299,22 @@ def generate_to_dir(
     if not todo:
         return out
     setup = build_sampler(spec)
-    text = _text_source(spec, setup) if setup.is_text else None
+    text = explicit = None
+    if setup.is_text and contexts is not None:
+        explicit = _explicit_contexts(contexts, n, setup)
+    elif setup.is_text:
+        text = _text_source(spec, setup)
     for k in tqdm(todo, desc=f"sampling (rank {rank})", unit="chunk", disable=not progress):
         size = min(bs, n - k * bs)
         extra: dict[str, np.ndarray] = {}
         cond: dict = {"labels": chunk_labels(spec, k, size), "null_label": spec.null_label}
-        if text is not None:  # a random val image's random caption per sample (§3.3, §7.3)
+        if explicit is not None:
+            lo = k * bs
+            cond = {
+                "contexts": explicit["contexts"][lo : lo + size],
+                "null_context": explicit["null_context"],
+            }
+        elif text is not None:  # a random val image's random caption per sample (§3.3, §7.3)
             tc: TextConditions = conditions_from_text_store(
                 text, size, spec.seed, start=k * bs, split=spec.text_split
             )
@@ -315,7 +343,24 @@ def generate_to_dir(
     return out
 
 
-def _chunks(out_dir: str | os.PathLike, n: int, batch_size: int) -> Iterator[dict]:
+def sample_part(payload: dict, part) -> None:
+    """`launch.run_parallel` entry: this rank's missing chunks of the sampling job
+    `payload["spec"]` (`SamplingSpec.to_dict()`) into `payload["out"]`, on `part.device`, with
+    the text contexts of `payload["contexts"]` when given; only the main rank shows progress."""
+    spec = SamplingSpec.from_dict(payload["spec"]).replace(device=part.device)
+    generate_to_dir(
+        spec,
+        payload["out"],
+        part.rank,
+        part.world,
+        progress=part.is_main,
+        contexts=payload.get("contexts"),
+    )
+
+
+def _chunks(
+    out_dir: str | os.PathLike, n: int, batch_size: int, keys: tuple[str, ...] | None = None
+) -> Iterator[dict]:
     for k in range(-(-n // batch_size)):
         path = Path(out_dir) / f"chunk-{k:06d}.npz"
         if not path.is_file():
@@ -323,7 +368,7 @@ def _chunks(out_dir: str | os.PathLike, n: int, batch_size: int) -> Iterator[dic
                 f"sample chunk {path} is missing: the sampling run did not finish"
             )
         with np.load(path, allow_pickle=False) as f:
-            yield {key: f[key] for key in f.files}
+            yield {key: f[key] for key in f.files if keys is None or key in keys}
 
 
 def collect(
@@ -338,12 +383,19 @@ def collect(
     return np.concatenate(images), (lab if lab.size else None)
 
 
+def collect_labels(out_dir: str | os.PathLike, n: int, batch_size: int) -> np.ndarray | None:
+    """The labels (n,) of the chunks in order (None for an unconditional model), without reading
+    the images."""
+    lab = np.concatenate([c["labels"] for c in _chunks(out_dir, n, batch_size, ("labels",))])
+    return lab if lab.size else None
+
+
 def collect_caption_rows(
     out_dir: str | os.PathLike, n: int, batch_size: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """(caption rows, image rows) (n,) of a text model's chunks, in sample order (pairs for CLIP score)."""
     captions, images = [], []
-    for chunk in _chunks(out_dir, n, batch_size):
+    for chunk in _chunks(out_dir, n, batch_size, ("caption_rows", "image_rows")):
         if "caption_rows" not in chunk:
             raise ValueError(f"sample chunks in {out_dir} hold no caption rows (not a text model)")
         captions.append(chunk["caption_rows"])

@@ -96,6 +96,23 @@ def test_sampling_resumes_chunk_by_chunk(evaluated, demo_chain):
         assert np.array_equal(f["images"], before)  # the chunk's own seed: the same samples
 
 
+@pytest.mark.slow
+def test_two_processes_sample_and_score_as_one(evaluated, demo_chain, tmp_path):
+    """`launcher.num_processes: 2` (CPU): the same chunks, byte for byte, and the same metrics."""
+    params = with_section(evaluated["params"], "launcher", num_processes=2)
+    params = with_section(params, "paths", staging=str(tmp_path / "staging"))
+    nodes = create_pipeline().only_nodes("sample_for_evaluation", "score_samples")
+    out = run(nodes, inputs_of(demo_chain), params)
+    assert out["evaluation_metrics"] == evaluated["evaluation_metrics"]
+    for name in ("chunk-000000.npz", "chunk-000001.npz"):
+        with (
+            np.load(Path(out["generated_samples"]) / name) as two,
+            np.load(Path(evaluated["generated_samples"]) / name) as one,
+        ):
+            assert two.files == one.files
+            assert all(two[k].tobytes() == one[k].tobytes() for k in one.files)
+
+
 def test_grid_has_one_labelled_row_per_class(evaluated):
     grid = evaluated["sample_grid"]
     assert isinstance(grid, Image.Image) and grid.mode == "RGB"

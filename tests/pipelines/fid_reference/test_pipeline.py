@@ -13,6 +13,7 @@ import uvit_pipeline.metrics.fid as fid
 from uvit_pipeline.data.images import center_crop_adm, load_rgb, to_uint8_chw
 from uvit_pipeline.metrics.fid import statistics
 from uvit_pipeline.metrics.network import load_feature_network
+from uvit_pipeline.pipelines import _references
 from uvit_pipeline.pipelines.fid_reference import create_pipeline
 
 from ..conftest import run, with_section
@@ -56,6 +57,22 @@ def test_max_reference_images_limits_the_statistics(demo_chain, demo_params):
     mu, sigma = statistics(real_features(demo_chain, 8))
     np.testing.assert_allclose(out["reference_stats"]["mu"], mu, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(out["reference_stats"]["sigma"], sigma, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_two_processes_give_the_statistics_of_one(demo_chain, demo_params, tmp_path, monkeypatch):
+    """`launcher.num_processes: 2` (CPU): the statistics the demo chain's one process computed
+    (blocks of 16 images: 3 blocks of the 40; batches of 16 as in one block of 1000)."""
+    monkeypatch.setattr(_references, "REFERENCE_BLOCK_IMAGES", 16)
+    params = with_section(demo_params, "launcher", num_processes=2)
+    params = with_section(params, "paths", staging=str(tmp_path / "staging"))
+    inputs = {k: demo_chain[k] for k in ("raw_images", "image_manifest", "feature_network")}
+    node = create_pipeline().only_nodes("compute_reference_stats")
+    stats = run(node, {**inputs, "official_fid_stats": None}, params)["reference_stats"]
+    one = demo_chain["reference_stats"]
+    assert stats["mu"].tobytes() == one["mu"].tobytes()
+    assert stats["sigma"].tobytes() == one["sigma"].tobytes()
+    assert not any((tmp_path / "staging").glob("reference-blocks-*/"))  # merged, then removed
 
 
 @pytest.mark.parametrize(

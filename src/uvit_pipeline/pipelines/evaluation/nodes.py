@@ -58,10 +58,12 @@ def sample_for_evaluation(
     autoencoder: str | None,
     decoder: str | None,
     evaluation: dict,
+    launcher: dict,
     paths: dict,
 ) -> str:
     """`evaluation.n_samples` samples (EMA weights, the environment's sampler and guidance) as uint8
-    chunks with their labels; resumable chunk by chunk, independent of the number of processes."""
+    chunks with their labels, over every process of the `launcher` launch; resumable chunk by
+    chunk, the same samples for any number of processes."""
     n_real = read_checkpoint_info(uvit_checkpoint).num_real_classes
     spec = sampling_spec(
         uvit_checkpoint,
@@ -75,7 +77,7 @@ def sample_for_evaluation(
         label_probs=_label_probs(image_features, evaluation, n_real),
     )
     folder = staging_dir(paths["staging"], "samples", spec.to_dict())
-    run_sampling(spec, folder, evaluation["num_processes"])
+    run_sampling(spec, folder, launcher)
     if evaluation["save_adm_npz"]:
         images, labels = collect(folder, spec.n_samples, spec.batch_size)
         # ADM evaluator format: arr_0 = uint8 (N, H, W, 3), arr_1 = class labels
@@ -91,16 +93,21 @@ def score_samples(
     clip_model: str | None,
     text_features: str | None,
     evaluation: dict,
+    launcher: dict,
+    paths: dict,
 ) -> dict:
     """The metrics of the samples (`_sampling.score_sample_dir`): FID or demo FD, the demo's class
-    accuracy, the CLIP score of text-to-image samples."""
+    accuracy, the CLIP score of text-to-image samples; the networks run over every process of the
+    `launcher` launch."""
     return score_sample_dir(
         generated_samples,
         reference_stats,
         feature_network,
         clip_model,
         text_features,
-        evaluation["device"],
+        device=evaluation["device"],
+        launcher=launcher,
+        staging=paths["staging"],
     )
 
 

@@ -12,7 +12,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             node(
                 sample_for_evaluation,
-                inputs=[*models, "params:evaluation", "params:paths"],
+                inputs=[*models, "params:evaluation", "params:launcher", "params:paths"],
                 outputs="generated_samples",
                 name="sample_for_evaluation",
                 tags=["launches_child"],
@@ -26,6 +26,8 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "clip_model",
                     "text_features",
                     "params:evaluation",
+                    "params:launcher",
+                    "params:paths",
                 ],
                 outputs="evaluation_metrics",
                 name="score_samples",

@@ -7,9 +7,12 @@ import logging
 import pandas as pd
 
 from uvit_pipeline.metrics.demo_classifier import save_classifier, train_demo_classifier
-from uvit_pipeline.metrics.fid import statistics
-from uvit_pipeline.metrics.network import load_feature_network, write_network_dir
-from uvit_pipeline.pipelines._references import record_inception, reference_images
+from uvit_pipeline.metrics.network import write_network_dir
+from uvit_pipeline.pipelines._references import (
+    record_inception,
+    reference_images,
+    reference_statistics,
+)
 from uvit_pipeline.pipelines._staging import manifest_id, staging_dir
 
 log = logging.getLogger(__name__)
@@ -58,17 +61,25 @@ def compute_reference_stats(
     fid_reference: dict,
     features: dict,
     ingestion: dict,
+    evaluation: dict,
+    launcher: dict,
+    paths: dict,
 ) -> dict:
     """The official statistics file of the experiment when it has one (paper numbers are computed
-    against it, §6), else (mu, sigma) of the real images in the feature network's space."""
+    against it, §6), else (mu, sigma) of the real images in the feature network's space, computed
+    over every process of the `launcher` launch on `evaluation.device` (the device of scoring)."""
     if official_fid_stats is not None:
         log.info("Reference statistics: the official fid_stats file, imported as is")
         return official_fid_stats
-    info, features_fn, _ = load_feature_network(
-        feature_network, batch_size=fid_reference["batch_size"]
+    return reference_statistics(
+        raw_images,
+        image_manifest,
+        feature_network,
+        batch_size=fid_reference["batch_size"],
+        limit=fid_reference["max_reference_images"],
+        features=features,
+        ingestion=ingestion,
+        device=evaluation["device"],
+        launcher=launcher,
+        staging=paths["staging"],
     )
-    images, _ = reference_images(
-        raw_images, image_manifest, features, ingestion, fid_reference["max_reference_images"]
-    )
-    mu, sigma = statistics(features_fn(images))
-    return {"mu": mu, "sigma": sigma, "network": info["network"]}

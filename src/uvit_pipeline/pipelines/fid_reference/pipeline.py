@@ -18,7 +18,15 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             node(
                 compute_reference_stats,
-                inputs=[*images, "feature_network", "official_fid_stats", *settings],
+                inputs=[
+                    *images,
+                    "feature_network",
+                    "official_fid_stats",
+                    *settings,
+                    "params:evaluation",
+                    "params:launcher",
+                    "params:paths",
+                ],
                 outputs="reference_stats",
                 name="compute_reference_stats",
             ),

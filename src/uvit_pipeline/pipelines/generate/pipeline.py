@@ -13,7 +13,13 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             node(
                 generate_images,
-                inputs=[*MODEL_ENTRIES, "prompt_file", "params:generate", "params:paths"],
+                inputs=[
+                    *MODEL_ENTRIES,
+                    "prompt_file",
+                    "params:generate",
+                    "params:launcher",
+                    "params:paths",
+                ],
                 outputs=["generated_images", "generated_grid"],
                 name="generate_images",
             ),

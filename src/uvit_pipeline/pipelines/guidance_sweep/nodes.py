@@ -36,9 +36,11 @@ def sweep_guidance(
     reference_stats: dict,
     feature_network: str,
     evaluation: dict,
+    launcher: dict,
     paths: dict,
 ) -> tuple[dict, Image.Image]:
-    """Sample and score once per scale in `evaluation.cfg_sweep` (each resumable on its own)."""
+    """Sample and score once per scale in `evaluation.cfg_sweep` (each resumable on its own), over
+    every process of the `launcher` launch."""
     scales = list(evaluation["cfg_sweep"])
     if not scales:
         raise ValueError("evaluation.cfg_sweep is empty: list the CFG scales to compare")
@@ -57,9 +59,16 @@ def sweep_guidance(
             cfg_param="evaluation.cfg_sweep",
         )
         folder = staging_dir(paths["staging"], "sweep", spec.to_dict())
-        run_sampling(spec, Path(folder), params["num_processes"])
+        run_sampling(spec, Path(folder), launcher)
         metrics = score_sample_dir(
-            str(folder), reference_stats, feature_network, None, text_features, params["device"]
+            str(folder),
+            reference_stats,
+            feature_network,
+            None,
+            text_features,
+            device=params["device"],
+            launcher=launcher,
+            staging=paths["staging"],
         )
         log.info("CFG scale %s: %s", scale, metrics)
         results.append({"cfg_scale": float(scale), **metrics})

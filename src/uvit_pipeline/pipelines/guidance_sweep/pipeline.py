@@ -18,6 +18,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "reference_stats",
                     "feature_network",
                     "params:evaluation",
+                    "params:launcher",
                     "params:paths",
                 ],
                 outputs=["guidance_sweep", "guidance_curve"],
