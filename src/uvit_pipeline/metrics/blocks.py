@@ -101,13 +101,10 @@ def compute_blocks(
     return merge_blocks(folder / "blocks", what, n_blocks)
 
 
-def discard_blocks(folder: Path, launcher: dict) -> None:
-    """Remove a merged stage's folder (its blocks served the resume), unless the launch spans
-    several machines: another machine's node may still be merging from the shared folder."""
-    from uvit_pipeline.launch import LaunchSpec
-
-    if LaunchSpec.from_params(launcher).num_machines == 1:
-        shutil.rmtree(folder)
+def discard_blocks(folder: Path) -> None:
+    """Remove a merged stage's folder (its blocks served the resume). Only the machine that runs
+    the Kedro pipeline merges (machine 0 of several: the others only compute their blocks)."""
+    shutil.rmtree(folder)
 
 
 # --- reference statistics: real images, `block_size` manifest rows per block ----------------------

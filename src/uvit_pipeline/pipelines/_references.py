@@ -112,5 +112,5 @@ def reference_statistics(
             skipped[:5].tolist(),
         )
     mu, sigma = fid.statistics(merged["acts"])
-    blocks.discard_blocks(folder, launcher)
+    blocks.discard_blocks(folder)
     return {"mu": mu, "sigma": sigma, "network": info["network"]}

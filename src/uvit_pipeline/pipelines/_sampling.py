@@ -181,6 +181,6 @@ def score_sample_dir(
 
         scored = clip_score_of(merged["clip"], str(merged["meta_clip_metric"]), str(clip))
         metrics.update({k: v for k, v in scored.items() if isinstance(v, float)})
-    blocks.discard_blocks(folder, launcher)
+    blocks.discard_blocks(folder)
     log.info("Evaluation on %d samples: %s", n, json.dumps(metrics))
     return metrics
