@@ -827,10 +827,12 @@ def check_accelerate_sampling(run: Run) -> dict:
             "sampler": "dpm_solver_pp", "steps": 3, "cfg_scale": 0.4, "clip_x0": False, "seed": 0,
             "num_real_classes": 10, "null_label": 10, "device": str(run.device),
             "autoencoder": None, "decode_latents": False, "decode_batch_size": 50}  # fmt: skip
-    spec_path = run.tmp / "sampling-spec.json"
-    spec_path.write_text(json.dumps(spec))
+    payload = run.tmp / "sampling-payload.json"  # what `launch.run_parallel` writes
+    payload.write_text(json.dumps({"spec": spec, "out": str(out), "contexts": None}))
+    entry = "uvit_pipeline.sampling.generate:sample_part"
     run_under_accelerate(LaunchSpec(num_processes=1, cpu=not run.cuda), run.tmp,
-                         "uvit_pipeline.sampling", ["--spec", str(spec_path), "--out", str(out)],
+                         "uvit_pipeline.launch",
+                         ["_run", entry, "--payload", str(payload), *(["--cpu"] if not run.cuda else [])],
                          what="sampling child")  # fmt: skip
     images, labels = collect(out, 8, 4)
     passed = images.shape == (8, 4, 8, 8) and images.dtype == np.uint8 and labels.shape == (8,)
