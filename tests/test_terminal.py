@@ -55,3 +55,30 @@ def test_logging_config_hides_per_entry_load_and_save_lines():
     config = yaml.safe_load((ROOT / "conf" / "logging.yml").read_text())
     assert config["loggers"]["kedro.io.data_catalog"]["level"] == "WARNING"
     assert config["loggers"]["uvit_pipeline"]["level"] == "INFO"
+
+
+def test_start_up_lines_stay_in_the_log_file_only(tmp_path):
+    """ "Kedro project …" and kedro-mlflow's resolver line open every run and say nothing about it:
+    the console drops them, the log file keeps them; the run's own lines still show."""
+    from uvit_pipeline.warning_filters import errors_once_on_console
+
+    console, log_file = io.StringIO(), tmp_path / "info.log"
+    file_handler = logging.FileHandler(log_file)
+    root, saved = _swap_root_handlers([logging.StreamHandler(console), file_handler])
+    level = root.level
+    root.setLevel(logging.INFO)
+    try:
+        errors_once_on_console()
+        # as Kedro 1.7's KedroSession.run and kedro-mlflow's MlflowHook log them
+        logging.getLogger("kedro.framework.session.session").info("Kedro project %s", "uvit")
+        logging.getLogger("kedro_mlflow.framework.hooks.mlflow_hook").info(
+            r"Registering new custom resolver: 'km.random_name'"
+        )
+        logging.getLogger("kedro.runner.sequential_runner").info("Running node: %s", "train_uvit")
+    finally:
+        root.setLevel(level)
+        _swap_root_handlers(saved)
+        file_handler.close()
+    assert console.getvalue().splitlines() == ["Running node: train_uvit"]
+    kept = log_file.read_text()
+    assert "Kedro project uvit" in kept and "Registering new custom resolver" in kept

@@ -11,18 +11,15 @@ from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 from kedro.pipeline import Pipeline
 
-from uvit_pipeline.datasets import NotUsed
 
-
-def mermaid(pipeline: Pipeline, hide: set[str] | frozenset = frozenset()) -> str:
-    """`flowchart LR`: tasks as boxes, datasets as rounded nodes; parameters and `hide` (inputs the
-    environment does not have: `NotUsed` catalog entries) are left out."""
+def mermaid(pipeline: Pipeline) -> str:
+    """`flowchart LR`: tasks as boxes, datasets as rounded nodes; parameters are left out."""
     lines = ["flowchart LR"]
     datasets: set[str] = set()
     for node in pipeline.nodes:  # topological order
         lines.append(f"  {node.name}[{node.name}]")
         for name in node.inputs:
-            if not name.startswith("params:") and name not in hide and name != "run_overrides":
+            if not name.startswith("params:"):
                 datasets.add(name)
                 lines.append(f"  {name} --> {node.name}")
         for name in node.outputs:
@@ -33,12 +30,12 @@ def mermaid(pipeline: Pipeline, hide: set[str] | frozenset = frozenset()) -> str
 
 
 def environment_dag(project_path, env: str | None) -> str:
-    """The Mermaid diagram of an environment's `__default__` (what `kedro run --env <env>` runs)."""
+    """The Mermaid diagram of an environment's `__default__` (what `kedro run --env <env>` runs),
+    without the inputs the environment does not have (`pipeline_registry` takes them out)."""
     bootstrap_project(project_path)
     with KedroSession.create(project_path=project_path, env=env) as session:
-        catalog = session.load_context().catalog  # also selects the environment's `__default__`
-        hide = {n for n in catalog.keys() if isinstance(catalog.get(n), NotUsed)}
-        return mermaid(pipelines["__default__"], hide)
+        session.load_context()  # the project hook fits the registry to the environment
+        return mermaid(pipelines["__default__"])
 
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "architecture.md"

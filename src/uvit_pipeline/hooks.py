@@ -36,8 +36,10 @@ GENERATORS = ("demo_data",)
 
 
 class ExperimentPipelines:
-    """`__default__` = the stages the environment lists in `globals.yml` under `pipelines`, less the
-    demo generator when `--params data_root=...` names the user's own images."""
+    """The registry built for the environment: `__default__` = the stages it lists in `globals.yml`
+    under `pipelines`, less the demo generator when `--params data_root=...` names the user's own
+    images; the inputs it does not have (`NotUsed` entries) and `run_overrides` (this run's
+    `--params`) given to the nodes as values instead of datasets (`pipeline_registry`)."""
 
     @hook_impl
     def after_context_created(self, context) -> None:
@@ -46,12 +48,13 @@ class ExperimentPipelines:
         from uvit_pipeline import pipeline_registry
         from uvit_pipeline.pipeline_registry import DEMO_STAGES
 
-        stages = context.config_loader["globals"].get("pipelines")
-        if (context.config_loader.runtime_params or {}).get("data_root") is not None:
+        loader = context.config_loader
+        stages = loader["globals"].get("pipelines")
+        if (loader.runtime_params or {}).get("data_root") is not None:
             # A demo pointed at the user's own folder: that folder replaces the generated set.
             stages = [s for s in stages or DEMO_STAGES if s not in GENERATORS]
-        if pipeline_registry.use_default_stages(stages):
-            pipelines.configure(f"{PACKAGE_NAME}.pipeline_registry")  # rebuild `__default__`
+        if pipeline_registry.use_environment(stages, pipeline_registry.fixed_inputs(loader)):
+            pipelines.configure(f"{PACKAGE_NAME}.pipeline_registry")  # rebuild the registry
 
     @hook_impl(tryfirst=True)  # before kedro-mlflow opens a run: a refused run leaves none
     def before_pipeline_run(self, run_params: dict, pipeline) -> None:
@@ -69,25 +72,16 @@ class ExperimentPipelines:
 class ValidateParameters:
     """Reject invalid or unknown parameters before any node runs and before an MLflow run opens."""
 
-    def __init__(self) -> None:
-        self._runtime: dict = {}
-
     @hook_impl
     def after_context_created(self, context) -> None:
         loader = context.config_loader
         env = context.env or loader.default_run_env
-        self._runtime = dict(loader.runtime_params or {})
-        check_runtime_params(self._runtime, Path(str(loader.conf_source)), env)
+        check_runtime_params(dict(loader.runtime_params or {}), Path(str(loader.conf_source)), env)
 
     @hook_impl
     def after_catalog_created(self, catalog) -> None:
         if "parameters" in catalog:
             validate_all(catalog.load("parameters"))
-        # The run report lists what this run changed on the command line.
-        if "run_overrides" in catalog:
-            catalog.get("run_overrides").save(self._runtime)
-        else:
-            catalog["run_overrides"] = self._runtime
 
 
 class CatalogGuard:
@@ -164,7 +158,10 @@ class CheckGenerateRequest:
         from uvit_pipeline.pipelines.generate.nodes import generate_images
         from uvit_pipeline.sampling.requests import check_requested_conditions
 
-        if not any(n.func is generate_images for n in pipeline.nodes):
+        # the registry may wrap a node's function (pipeline_registry.with_fixed_inputs)
+        if not any(
+            getattr(n.func, "__wrapped__", n.func) is generate_images for n in pipeline.nodes
+        ):
             return
         from kedro.io import DatasetError
 

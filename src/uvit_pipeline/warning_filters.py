@@ -25,16 +25,26 @@ class _KnownWarnings(logging.Filter):
         return not _PATTERN.search(record.getMessage())
 
 
-# Runner bookkeeping hidden on the console: "Running node: …" already marks each stage.
-_CONSOLE_HIDDEN = ("Completed node: %s", "Completed %d out of %d tasks", "Using synchronous mode")
+# Lines hidden on the console, by logger (name prefix) and message (prefix of the format string):
+# the runner's bookkeeping ("Running node: …" already marks each stage), and start-up lines that are
+# the same in every run (the project's name, kedro-mlflow registering its `km.random_name` resolver).
+_CONSOLE_HIDDEN = {
+    "kedro.runner": (
+        "Completed node: %s",
+        "Completed %d out of %d tasks",
+        "Using synchronous mode",
+    ),
+    "kedro.framework.session": ("Kedro project %s",),
+    "kedro_mlflow.framework.hooks": ("Registering new custom resolver",),
+}
 
 
 class _ErrorsOnce(logging.Filter):
     """Console only: Kedro's "Node … failed with error: <message>" (the run's end prints the error
     once: `Error: …` for a known one, the traceback otherwise; the node is named by
     `hooks.NameFailedNode`), kedro-mlflow's "run … was closed because of an error" after its first
-    time, and the runner's per-node bookkeeping (`_CONSOLE_HIDDEN`). The log file keeps every
-    record."""
+    time, the runner's per-node bookkeeping and the start-up lines of every run (`_CONSOLE_HIDDEN`).
+    The log file keeps every record."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -43,8 +53,9 @@ class _ErrorsOnce(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.name == "kedro.pipeline.node" and "failed with error" in str(record.msg):
             return False
-        if record.name.startswith("kedro.runner") and str(record.msg).startswith(_CONSOLE_HIDDEN):
-            return False
+        for logger, messages in _CONSOLE_HIDDEN.items():
+            if record.name.startswith(logger) and str(record.msg).startswith(messages):
+                return False
         if "was closed because of an error" in str(record.msg):
             seen, self._closed_seen = self._closed_seen, True
             return not seen

@@ -96,6 +96,123 @@ def test_fallback_default_is_the_demo_environments_list():
     assert tuple(globals_["pipelines"]) == DEMO_STAGES
 
 
+ENVIRONMENTS = sorted(
+    p.name for p in (ROOT / "conf").iterdir() if p.is_dir() and p.name not in ("base", "local")
+)
+# inputs of the demo that are placeholders there: kedro-viz must not draw them
+DEMO_PLACEHOLDERS = {"clip_model", "decoder", "text_encoder", "text_features", "official_fid_stats"}
+
+
+def _placeholders(catalog) -> set[str]:
+    from uvit_pipeline.datasets import NotUsed
+
+    return {n for n in catalog.keys() if isinstance(catalog.get(n), NotUsed)}
+
+
+def test_kedro_viz_draws_no_placeholder_inputs(project, monkeypatch):
+    """What `kedro viz run` loads (its own loader, no project hooks): the demo's DAG with real inputs
+    only; no pipeline has an input that is a `NotUsed` placeholder or `run_overrides`."""
+    from kedro_viz.integrations.kedro.data_loader import load_data
+
+    from uvit_pipeline.pipeline_registry import Environment
+
+    monkeypatch.chdir(project)
+    monkeypatch.delenv("KEDRO_ENV", raising=False)
+    # as in a fresh `kedro viz run` process: no hook has fitted the registry yet
+    monkeypatch.setattr(Environment, "fixed", None)
+    catalog, registered, _ = load_data(project, env=None)
+    hidden = _placeholders(catalog)
+    assert DEMO_PLACEHOLDERS <= hidden
+    default = registered["__default__"]
+    assert {n.name for n in default.nodes} == set(DEMO_DAG)  # the same nodes as `kedro run`
+    assert sorted(default.inputs() - {i for i in default.inputs() if i.startswith("params:")}) == [
+        "inception_weights"  # the demo generates its raw images and trains its own autoencoder
+    ]
+    for name, pipeline in registered.items():
+        shown = pipeline.all_inputs()
+        assert not shown & (hidden | {"run_overrides"}), name
+
+
+def _inputs(pipeline) -> dict[str, list[str]]:
+    return {n.name: n.inputs for n in pipeline.nodes}
+
+
+def _written(pipeline_name: str) -> dict[str, list[str]]:
+    """Each node's inputs as its pipeline.py writes them."""
+    import importlib
+
+    module = importlib.import_module(f"uvit_pipeline.pipelines.{pipeline_name}.pipeline")
+    return _inputs(module.create_pipeline())
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_each_environment_keeps_its_real_inputs(project, monkeypatch, env):
+    """Fitted to an environment (as `kedro run --env <env>` and `kedro viz run --env <env>
+    --include-hooks` see it), a node loses exactly the inputs that are placeholders there, and
+    `run_overrides`; every real input stays, in its order."""
+    from kedro.framework.project import pipelines
+
+    monkeypatch.chdir(project)
+    with session(project, env) as s:
+        hidden = _placeholders(s.load_context().catalog) | {"run_overrides"}
+        registered = {n: _inputs(pipelines[n]) for n in pipelines if n != "__default__"}
+    assert set(registered) >= {"evaluation", "generate", "train_uvit", "text_features"}
+    for name, pipeline in registered.items():
+        for node_name, inputs in _written(name).items():
+            assert pipeline[node_name] == [i for i in inputs if i not in hidden], (env, node_name)
+    score = registered["evaluation"]["score_samples"]
+    if env.startswith(("mscoco", "demo_t2i")):  # text-to-image: text features and CLIP are real
+        assert {"text_features"} <= set(score)
+        assert "text_features" in registered["train_uvit"]["train_uvit"]
+    if env.startswith("mscoco"):
+        assert "clip_model" in score
+    if env.startswith(("imagenet256_uvit_huge", "imagenet512_uvit_huge")):  # U-ViT-H's decoder
+        assert "decoder" in registered["evaluation"]["sample_for_evaluation"]
+    if env not in ("demo", "demo_t2i"):  # the paper's official statistics
+        assert "official_fid_stats" in registered["fid_reference"]["compute_reference_stats"]
+        assert "official_fid_stats" in registered["import_pretrained"]["import_pretrained"]
+
+
+def test_fixed_inputs_reach_the_node_in_place():
+    """A node whose inputs lose a placeholder still gets every argument, in its place: None (or the
+    fixed value) where the placeholder was, list and dict inputs alike; names, outputs and tags
+    stay; Kedro binds the narrowed signature."""
+    import inspect
+
+    from kedro.io import DataCatalog, MemoryDataset
+    from kedro.pipeline import Pipeline, node
+    from kedro.runner import SequentialRunner
+
+    from uvit_pipeline.pipeline_registry import without_inputs
+
+    def combine(a: int, gone, b: int, overrides: dict, c: int) -> dict:
+        return {"a": a, "gone": gone, "b": b, "overrides": overrides, "c": c}
+
+    written = Pipeline(
+        [
+            node(combine, ["a", "ph", "b", "run_overrides", "c"], "listed", name="n1", tags="t"),
+            node(
+                combine,
+                {"c": "c", "b": "b", "gone": "ph", "a": "a", "overrides": "run_overrides"},
+                "named",
+                name="n2",
+            ),
+        ]
+    )
+    fitted = without_inputs(written, {"ph": None, "run_overrides": {"training": {"lr": 1}}})
+    assert [n.inputs for n in fitted.nodes] == [["a", "b", "c"]] * 2
+    assert [n.name for n in fitted.nodes] == ["n1", "n2"] and fitted.nodes[0].tags == {"t"}
+    func = fitted.nodes[0].func
+    assert list(inspect.signature(func).parameters) == ["a", "b", "c"]
+    assert func.__wrapped__ is combine and inspect.isfunction(func)  # kedro-viz shows its code
+    catalog = DataCatalog({k: MemoryDataset(v) for k, v in {"a": 1, "b": 2, "c": 3}.items()})
+    catalog["listed"], catalog["named"] = MemoryDataset(), MemoryDataset()
+    SequentialRunner().run(fitted, catalog)
+    expected = {"a": 1, "gone": None, "b": 2, "overrides": {"training": {"lr": 1}}, "c": 3}
+    assert catalog.load("listed") == expected and catalog.load("named") == expected
+    assert without_inputs(written, {}).nodes[0].func is combine  # nothing fixed: untouched
+
+
 def test_invalid_parameter_fails_before_any_node(project, monkeypatch):
     monkeypatch.chdir(project)
     with session(project, training={"batch_size": 0}) as s:
@@ -161,6 +278,12 @@ def test_demo_dag_end_to_end(finished_demo):
         "08_reporting/demo/evaluation_metrics.json",
     ):
         assert len(list((data / entry).iterdir())) == 1, entry  # one versioned copy per run
+    # the report lists this run's --params (`run_overrides`, given to its node by the registry)
+    report = next((data / "08_reporting/demo/run_report.html").rglob("run_report.html")).read_text()
+    assert (
+        "<td><code>training.n_steps</code></td>" in report
+        and "the environment's values" not in report
+    )
 
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
     experiments = {e.name for e in mlflow.search_experiments()}

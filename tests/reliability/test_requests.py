@@ -9,6 +9,7 @@ from kedro.io import DataCatalog, MemoryDataset
 from tests.pipelines.conftest import write_checkpoint
 from uvit_pipeline.hooks import CheckGenerateRequest
 from uvit_pipeline.models.checkpoint import CheckpointInfo
+from uvit_pipeline.pipeline_registry import without_inputs
 from uvit_pipeline.pipelines.generate import create_pipeline
 from uvit_pipeline.sampling.requests import check_requested_conditions
 
@@ -41,7 +42,11 @@ def test_classes_for_a_text_model_are_refused_saying_what_it_accepts():
         check_requested_conditions(UNCONDITIONAL, ["x"], [])
 
 
-def test_refused_before_any_node_runs(tmp_path):
+@pytest.mark.parametrize("fitted", [False, True])
+def test_refused_before_any_node_runs(tmp_path, fitted):
+    pipeline = create_pipeline()
+    if fitted:  # as the registry builds it for a class model: its generate node wraps the function
+        pipeline = without_inputs(pipeline, {"text_encoder": None, "decoder": None})
     ckpt = write_checkpoint(tmp_path / "class", {**SMALL, "num_classes": 11}, p_uncond=0.1)
     catalog = DataCatalog(
         {
@@ -51,9 +56,9 @@ def test_refused_before_any_node_runs(tmp_path):
         }
     )
     with pytest.raises(ValueError, match="class-conditional model that would ignore them"):
-        CheckGenerateRequest().before_pipeline_run(pipeline=create_pipeline(), catalog=catalog)
+        CheckGenerateRequest().before_pipeline_run(pipeline=pipeline, catalog=catalog)
     catalog["prompt_file"] = MemoryDataset(None)
-    CheckGenerateRequest().before_pipeline_run(pipeline=create_pipeline(), catalog=catalog)
+    CheckGenerateRequest().before_pipeline_run(pipeline=pipeline, catalog=catalog)
 
 
 @pytest.mark.parametrize("damage", [b"garbage", b"\x80\x04\x95 not a pickle"])
