@@ -20,7 +20,12 @@ to a temporary folder (nothing is downloaded):
     (for Inception a 2048 x 2048 matrix square root in this process: part of `fixed_s`);
   * sampling (U-ViT-demo, CFG): `pipelines._sampling.run_sampling` (entry `sampling.generate:
     sample_part`) of a random U-ViT-demo class model on 4x4x4 latents, DPM-Solver with 10 steps,
-    guidance 0.4, decoded to 32 px by the demo-size autoencoder.
+    guidance 0.4, decoded to 32 px by the demo-size autoencoder;
+  * loader (item reads, before) / loader (batch reads): the training DataLoader over a latent store in
+    the ImageNet-256 layout ((2, 8, 32, 32) float16 moments); each process reads its rank's slice of
+    every global batch (`ResumableDataOrder`), item by item as training did before, or as
+    `training.data.make_loader` does now (`BatchReads`: one sorted read per shard per batch); these
+    run in plain worker processes (`multiprocessing`), timed after one warm-up batch.
 Columns: `wall_s` is the whole stage as a user waits for it (process start, imports, network
 loading, the merge: all included); `items_per_s` = items / wall_s and `efficiency` = items_per_s at
 P / (P x items_per_s at 1); `cpu_s_per_item` counts this process and every child (getrusage of
@@ -29,11 +34,6 @@ and loading, almost no compute), and `marginal_items_per_s` = (items - items of 
 / (wall_s - fixed_s): the rate of the compute itself, with `marginal_efficiency` from it. On a
 small machine the launch of 2 processes costs seconds, so the whole-stage efficiency of a short
 stage is low while the marginal one shows how the compute itself scales.
-  * loader (item reads, before) / loader (batch reads): the training DataLoader over a latent store in
-    the ImageNet-256 layout ((2, 8, 32, 32) float16 moments); each process reads its rank's slice of
-    every global batch (`ResumableDataOrder`), item by item as training did before, or as
-    `training.data.make_loader` does now (`BatchReads`: one sorted read per shard per batch); these
-    run in plain worker processes (`multiprocessing`), timed after one warm-up batch.
 Every process computes with one torch thread (OMP_NUM_THREADS=1), so P processes use P cores;
 `cpu_busy` is the share of those cores the run got (CPU seconds / (wall seconds x P)): on a machine
 busy with other work it is well below 1, and then CPU seconds per item is the figure to compare.
@@ -41,9 +41,14 @@ busy with other work it is well below 1, and then CPU seconds per item is the fi
     python benchmarks/scaling.py                      # about 10 min on an idle 2-core machine
     python benchmarks/scaling.py --stages sampling scoring --processes 1 2 4
     python benchmarks/scaling.py --quick --stages text  # a smoke check of the script (seconds)
+    python benchmarks/scaling.py --device cuda --processes 1 2 4 8   # a GPU machine, 1..G GPUs
 
-Writes benchmarks/results/scaling.json (one entry per machine; rows of the stages run replace the
-rows of those stages measured before).
+With `--device cuda` every process of a harness stage computes on its own GPU (the loader rows stay
+on the CPU; `--stages features text reference scoring sampling` leaves them out); the sizes are the
+CPU's unless given (`--images`, `--samples`, ...).
+
+Writes benchmarks/results/scaling.json (one entry per machine, and per device; rows of the stages
+run replace the rows of those stages measured before; a --quick run has an entry of its own).
 """
 
 from __future__ import annotations
@@ -181,7 +186,7 @@ def _features(cfg: dict, tmp: Path, encoder: bool) -> dict[str, Callable]:
             extract_features(
                 root, rows, out, crop="adm", resolution=32, shard_size=block,
                 batch_size=cfg["batch"], workers=1, progress=False,
-                launch=launch_spec(launcher, "cpu"), device="cpu", **kw,
+                launch=launch_spec(launcher, cfg["device"]), device=cfg["device"], **kw,
             )  # fmt: skip
             return len(rows)
 
@@ -224,7 +229,7 @@ def _text(cfg: dict, tmp: Path) -> dict[str, Callable]:
             extract_text_features(
                 rows, out, encoder, encoder_spec=str(clip), batch_size=cfg["batch"],
                 shard_size=block, prompts=["a red cat"], progress=False,
-                launch=launch_spec(launcher, "cpu"), device="cpu",
+                launch=launch_spec(launcher, cfg["device"]), device=cfg["device"],
             )  # fmt: skip
             return len(rows)
 
@@ -274,7 +279,7 @@ def _reference(cfg: dict, tmp: Path, inception: bool) -> dict[str, Callable]:
                 str(root), manifest, network, batch_size=cfg["batch"], limit=limit,
                 features={"crop": "adm", "resolution": 32},
                 ingestion={"workers": 1, "source": "imagenet_folder", "split": "train"},
-                device="cpu", launcher=launcher, staging=str(out),
+                device=cfg["device"], launcher=launcher, staging=str(out),
             )  # fmt: skip
             return limit
 
@@ -317,7 +322,7 @@ def _scoring(cfg: dict, tmp: Path, inception: bool) -> dict[str, Callable]:
     def run(samples, items):
         def go(launcher, out):
             score_sample_dir(
-                str(samples), ref, network, None, None, device="cpu", launcher=launcher,
+                str(samples), ref, network, None, None, device=cfg["device"], launcher=launcher,
                 staging=str(out),
             )  # fmt: skip
             return items
@@ -362,7 +367,7 @@ def _sampling(cfg: dict, tmp: Path) -> dict[str, Callable]:
     spec = SamplingSpec(
         checkpoint=checkpoint, n_samples=cfg["samples"], batch_size=chunk, sampler="dpm_solver",
         steps=10, cfg_scale=0.4, seed=0, num_real_classes=10, null_label=10, autoencoder=vae,
-        device="cpu",
+        device=cfg["device"],
     )  # fmt: skip
 
     def run(s):
@@ -397,9 +402,13 @@ def _cpu_s() -> float:
     )  # fmt: skip
 
 
-def _timed(go: Callable, world: int, out: Path) -> tuple[int, float, float]:
-    """(items, wall seconds, CPU seconds) of one run of a stage at `world` processes."""
-    launcher = {"num_processes": world, "cpu": True}
+def _launcher(world: int, device: str) -> dict:
+    """The `launcher` parameter section of a launch of `world` processes on `device`."""
+    return {"num_processes": world, "cpu": device == "cpu"}
+
+
+def _timed(go: Callable, launcher: dict, out: Path) -> tuple[int, float, float]:
+    """(items, wall seconds, CPU seconds) of one run of a stage with the launch `launcher`."""
     c, t = _cpu_s(), time.perf_counter()
     items = go(launcher, out)
     return items, time.perf_counter() - t, _cpu_s() - c
@@ -412,12 +421,22 @@ def measure_harness(stage: str, cfg: dict, tmp: Path, worlds: list[int]) -> list
 
     runs = HARNESS[stage](cfg, tmp)
     work = tmp / "runs"
-    shutil.rmtree(work, ignore_errors=True)
-    runs["one"]({"num_processes": 1, "cpu": True}, work / "warm-up")
+
+    def clear() -> None:
+        """Release the staging folders' locks (as at the end of a Kedro run), remove the outputs
+        (hundreds of MB at full size)."""
+        release_run_locks()
+        shutil.rmtree(work, ignore_errors=True)
+
+    clear()
+    runs["one"](_launcher(1, cfg["device"]), work / "warm-up")
+    clear()
     rows = []
     for world in worlds:
-        one_items, fixed, _ = _timed(runs["one"], world, work / f"one-{world}")
-        items, wall, cpu = _timed(runs["full"], world, work / f"full-{world}")
+        launcher = _launcher(world, cfg["device"])
+        one_items, fixed, _ = _timed(runs["one"], launcher, work / f"one-{world}")
+        items, wall, cpu = _timed(runs["full"], launcher, work / f"full-{world}")
+        clear()
         # None where the full run was not measurably longer than the one-block run (noise)
         marginal = (items - one_items) / (wall - fixed) if wall > fixed else None
         rows.append({
@@ -426,8 +445,6 @@ def measure_harness(stage: str, cfg: dict, tmp: Path, worlds: list[int]) -> list
             "cpu_busy": cpu / (wall * world), "fixed_s": fixed,
             "marginal_items_per_s": marginal,
         })  # fmt: skip
-    release_run_locks()  # the staging folders' locks, as at the end of a Kedro run
-    shutil.rmtree(work, ignore_errors=True)
     return rows
 
 
@@ -495,15 +512,17 @@ GROUPS = {
 SIZES = {
     "rows": (4096, 1024),  # latent store rows (32 KiB each)
     "loader_steps": (40, 4),
-    "images": (8192, 32),  # 32 px JPEGs of the feature and reference stages
-    "captions": (8192, 32),
-    "score_images": (16384, 32),  # sample images scored by the demo classifier
+    # Each stage computes for about 10-30 s at 1 process on an idle core (the launch of 2 takes
+    # about 5 s); --quick is a smoke check of the script only.
+    "images": (20480, 32),  # 32 px JPEGs of the feature and reference stages (~850/s encoded)
+    "captions": (32768, 32),  # ~2400/s through the tiny CLIP
+    "score_images": (65536, 32),  # sample images scored by the demo classifier (~5000/s)
     "block": (512, 8),  # images or captions per block (a store shard, a sample chunk)
     "batch": (64, 8),
-    "fid_images": (128, 4),  # images through FID Inception (299 px inside: ~0.2 CPU s each)
+    "fid_images": (192, 4),  # images through FID Inception (299 px inside: ~0.15 CPU s each)
     "fid_block": (16, 2),
-    "samples": (1024, 4),
-    "sample_batch": (32, 2),  # samples per chunk (a block)
+    "samples": (8192, 4),  # ~270/s
+    "sample_batch": (64, 2),  # samples per chunk (a block)
 }
 
 
@@ -525,6 +544,8 @@ def main() -> None:
     ap.add_argument("--stages", nargs="+", default=list(GROUPS), choices=list(GROUPS))
     ap.add_argument("--processes", nargs="+", type=int, default=[1, 2])
     ap.add_argument("--quick", action="store_true", help="tiny sizes: a smoke check of the script")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                    help="where the harness stages compute: CPU processes, or one GPU each")  # fmt: skip
     ap.add_argument("--global-batch", type=int, default=256)
     for name, (full, _) in SIZES.items():
         ap.add_argument(f"--{name.replace('_', '-')}", type=int, default=None,
@@ -533,9 +554,14 @@ def main() -> None:
     args = ap.parse_args()
     if 1 not in args.processes:
         ap.error("--processes must include 1: efficiency is measured against 1 process")
+    if args.device == "cuda" and max(args.processes) > torch.cuda.device_count():
+        ap.error(
+            f"--processes {max(args.processes)} on cuda: {torch.cuda.device_count()} GPUs here"
+        )
     torch.set_num_threads(1)
     cfg = {name: getattr(args, name) or sizes[int(args.quick)] for name, sizes in SIZES.items()}
     cfg["global_batch"] = 32 if args.quick else args.global_batch
+    cfg["device"] = args.device
     tmp = Path(tempfile.mkdtemp(prefix="scaling_"))
     try:
         rows = []
@@ -556,7 +582,10 @@ def main() -> None:
         print()
         print(text_table(rows, cols))
         # rows of other stages measured earlier on this machine stay (one run per --stages group)
-        key, path = f"{platform.node()} ({os.cpu_count()} CPUs)", Path(args.out)
+        # a --quick smoke check or a GPU run never replaces the CPU figures of this machine
+        where = f"{os.cpu_count()} CPUs" if args.device == "cpu" else torch.cuda.get_device_name()
+        key = f"{platform.node()} ({where}{', --quick' if args.quick else ''})"
+        path = Path(args.out)
         old = json.loads(path.read_text()).get(key, {}) if path.is_file() else {}
         kept = [r for r in old.get("rows", []) if r["stage"] not in {r["stage"] for r in rows}]
         settings = {k: v for k, v in cfg.items() if not k.startswith("_") and k not in
