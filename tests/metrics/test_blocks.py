@@ -88,8 +88,8 @@ def test_scoring_blocks_of_two_processes_are_those_of_one(samples, network, tmp_
     assert str(merged["meta_clip_metric"]) == "clip_score_substitute"  # not ViT-L/14
 
 
-@pytest.mark.slow
-def test_reference_blocks_of_two_processes_are_those_of_one(network, tmp_path):
+def reference_payload(tmp_path: Path, network: str) -> dict:
+    """N PNGs of 12 px (one of them unreadable) and the reference payload of the first 9."""
     raw = tmp_path / "raw"
     raw.mkdir()
     rng = np.random.default_rng(1)
@@ -99,11 +99,16 @@ def test_reference_blocks_of_two_processes_are_those_of_one(network, tmp_path):
         Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).save(raw / paths[-1])
     (raw / paths[3]).write_bytes(b"not a png")  # reported and skipped, in any process
     pd.DataFrame({"path": paths, "label": [i % 4 for i in range(N)]}).to_parquet(tmp_path / "m.pq")
-    payload = {
+    return {
         "network": network, "batch_size": 3, "n": 9, "block_size": 4, "raw_images": str(raw),
         "crop": "adm", "resolution": 8, "workers": 1, "source": "imagenet_folder",
         "split": "train", "checksum_algorithm": None, "manifest": str(tmp_path / "m.pq"),
     }  # fmt: skip
+
+
+@pytest.mark.slow
+def test_reference_blocks_of_two_processes_are_those_of_one(network, tmp_path):
+    payload = reference_payload(tmp_path, network)
     entry = "uvit_pipeline.metrics.blocks:reference_part"
     one, two = {**payload, "out": str(tmp_path / "one")}, {**payload, "out": str(tmp_path / "two")}
     run_parallel(LaunchSpec(), entry, one, work_dir=tmp_path / "w1")
@@ -123,23 +128,7 @@ def test_a_killed_rank_resumes_without_redoing_finished_blocks(
     payload = score_payload(samples, network, None, tmp_path / "blocks")
     payload.update(captions=None, chunk_size=KILL_CHUNK, samples=str(tmp_path / "samples"))
     rechunk(samples, tmp_path / "samples", KILL_CHUNK)
-    with pytest.raises(ChildFailed):
-        run_parallel(
-            TWO,
-            "tests.metrics.kill_entry:score_then_die",
-            {**payload, "kill_rank": 1},
-            work_dir=tmp_path / "w1",
-        )
-    done = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "blocks").glob("score-*.npz")}
-    assert "score-000001.npz" in done and "score-000003.npz" not in done  # killed after one
-    run_parallel(TWO, "uvit_pipeline.metrics.blocks:score_part", payload, work_dir=tmp_path / "w2")
-    after = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "blocks").glob("score-*.npz")}
-    assert len(after) == 5 and all(
-        after[name] == t for name, t in done.items()
-    )  # kept as they were
-    one = {**payload, "out": str(tmp_path / "one")}
-    run_parallel(LaunchSpec(), "uvit_pipeline.metrics.blocks:score_part", one, work_dir=tmp_path)
-    assert block_bytes(tmp_path / "blocks", "score", 5) == block_bytes(tmp_path / "one", "score", 5)
+    assert_resumes_after_a_kill(tmp_path, "score", payload)
 
 
 def rechunk(src: Path, dst: Path, size: int) -> None:
@@ -152,3 +141,41 @@ def rechunk(src: Path, dst: Path, size: int) -> None:
         np.savez(
             dst / f"chunk-{k:06d}.npz", images=images[lo : lo + size], labels=labels[lo : lo + size]
         )
+
+
+@pytest.mark.slow
+def test_a_rank_killed_during_reference_statistics_resumes_block_by_block(
+    network, tmp_path, child_imports_tests
+):
+    """Blocks of 2 of 9 images: rank 0 makes 0, 2, 4 and rank 1 makes 1, 3; rank 1 dies after 1."""
+    payload = {**reference_payload(tmp_path, network), "block_size": 2}
+    assert_resumes_after_a_kill(tmp_path, "reference", {**payload, "out": str(tmp_path / "two")})
+    merged = blocks.merge_blocks(tmp_path / "two", "reference", 5)
+    assert merged["skipped"].tolist() == [3]
+
+
+def assert_resumes_after_a_kill(tmp_path: Path, what: str, payload: dict) -> None:
+    """5 blocks over 2 processes (rank 0 makes 0, 2, 4, rank 1 makes 1, 3); rank 1 is killed with
+    SIGKILL right after its first block. The rerun keeps every finished block as it was and ends
+    with the blocks 1 process writes."""
+    entry = f"uvit_pipeline.metrics.blocks:{what}_part"
+    folder = Path(payload["out"])
+
+    def written() -> dict[str, int]:
+        return {p.name: p.stat().st_mtime_ns for p in folder.glob(f"{what}-*.npz")}
+
+    with pytest.raises(ChildFailed):
+        run_parallel(
+            TWO,
+            f"tests.metrics.kill_entry:{what}_then_die",
+            {**payload, "kill_rank": 1},
+            work_dir=tmp_path / "w1",
+        )
+    done = written()
+    assert f"{what}-000001.npz" in done and f"{what}-000003.npz" not in done  # killed after one
+    run_parallel(TWO, entry, payload, work_dir=tmp_path / "w2")
+    after = written()
+    assert len(after) == 5 and all(after[name] == t for name, t in done.items())
+    one = {**payload, "out": str(tmp_path / "one")}
+    run_parallel(LaunchSpec(), entry, one, work_dir=tmp_path / "w0")
+    assert block_bytes(folder, what, 5) == block_bytes(tmp_path / "one", what, 5)

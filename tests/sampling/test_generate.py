@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from uvit_pipeline.errors import ChildFailed
 from uvit_pipeline.launch import LaunchSpec, run_parallel
 from uvit_pipeline.models import UViT
 from uvit_pipeline.sampling import SamplingSpec
@@ -118,6 +119,35 @@ def test_two_processes_write_the_chunks_of_one(checkpoint, tmp_path):
     assert len(one) == 6 and one.keys() == two.keys()  # 3 chunks: images, labels
     for key, a in one.items():
         assert a.dtype == two[key].dtype and a.tobytes() == two[key].tobytes(), key
+
+
+@pytest.mark.slow
+def test_a_rank_killed_during_sampling_resumes_chunk_by_chunk(checkpoint, tmp_path, monkeypatch):
+    """Chunks of 2 of 10 samples: rank 0 makes 0, 2, 4 and rank 1 makes 1, 3; rank 1 is killed
+    with SIGKILL after chunk 1. The rerun keeps every finished chunk and writes what 1 process
+    writes."""
+    root = Path(__file__).resolve().parents[2]  # the child imports tests.sampling.kill_entry
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
+    ref = {**spec_for(checkpoint, tmp_path / "ref"), "batch_size": 2}
+    generate(ref, progress=False)
+    spec = {**spec_for(checkpoint, tmp_path / "two"), "batch_size": 2}
+    out = Path(spec.pop("out_dir"))
+    two = LaunchSpec(num_processes=2, cpu=True)
+    with pytest.raises(ChildFailed):
+        run_parallel(
+            two, "tests.sampling.kill_entry:sample_then_die",
+            {"spec": spec, "out": str(out), "kill_rank": 1}, work_dir=tmp_path / "w1",
+        )  # fmt: skip
+    done = {p.name: p.stat().st_mtime_ns for p in out.glob("chunk-*.npz")}
+    assert "chunk-000001.npz" in done and "chunk-000003.npz" not in done
+    entry = "uvit_pipeline.sampling.generate:sample_part"
+    run_parallel(two, entry, {"spec": spec, "out": str(out)}, work_dir=tmp_path / "w2")
+    after = {p.name: p.stat().st_mtime_ns for p in out.glob("chunk-*.npz")}
+    assert len(after) == 5 and all(after[name] == t for name, t in done.items())
+    one, again = chunk_arrays(ref["out_dir"]), chunk_arrays(out)
+    assert one.keys() == again.keys()
+    for key, a in one.items():
+        assert a.tobytes() == again[key].tobytes(), key
 
 
 def test_labels_follow_given_class_frequencies(checkpoint, tmp_path):
