@@ -738,8 +738,18 @@ def _run_part(entry: str, payload_file: str, cpu: bool) -> int:
     payload = json.loads(Path(payload_file).read_text(encoding="utf-8"))
     state = PartialState(cpu=cpu)
     resolve_entry(entry)(payload, Part(state.process_index, state.num_processes, str(state.device)))
-    state.wait_for_everyone()
+    _end_process_group(state)
     return 0
+
+
+def _end_process_group(state) -> None:
+    """Every rank reaches the end, then the process group is closed explicitly: a gloo group left
+    to the interpreter's exit can abort a rank ("terminate called without an active exception")."""
+    import torch.distributed as dist
+
+    state.wait_for_everyone()
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _probe(out_dir: str | None, cpu: bool) -> int:
@@ -767,6 +777,7 @@ def _probe(out_dir: str | None, cpu: bool) -> int:
     sys.stdout.flush()
     if out_dir:
         atomic_write_json(Path(out_dir) / f"rank{state.process_index}.json", result)
+    _end_process_group(state)
     return 0 if result["sum"] == result["expected"] else 1
 
 
