@@ -2,6 +2,7 @@
 
 import io
 import logging
+import os
 from pathlib import Path
 
 import yaml
@@ -82,3 +83,26 @@ def test_start_up_lines_stay_in_the_log_file_only(tmp_path):
     assert console.getvalue().splitlines() == ["Running node: train_uvit"]
     kept = log_file.read_text()
     assert "Kedro project uvit" in kept and "Registering new custom resolver" in kept
+
+
+def test_mlflow_model_logging_notes_are_dropped(monkeypatch):
+    """MLflow's pickling caution (printed at every generator logging, through MLflow's own handler)
+    is dropped, other mlflow.pyfunc records pass, and its artifact progress bar is off."""
+    from uvit_pipeline.warning_filters import quiet_mlflow_model_logging
+
+    monkeypatch.delenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", raising=False)
+    logger = logging.getLogger("mlflow.pyfunc")
+    monkeypatch.setattr(logger, "filters", [])
+    quiet_mlflow_model_logging()
+    note = logger.makeRecord(
+        logger.name,
+        logging.WARNING,
+        __file__,
+        0,
+        "Passing a Python object as `python_model` x",
+        (),
+        None,
+    )
+    other = logger.makeRecord(logger.name, logging.WARNING, __file__, 0, "something else", (), None)
+    assert not logger.filter(note) and logger.filter(other)
+    assert os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] == "false"

@@ -4,6 +4,7 @@ installs the same filters for sessions created from Python), and one plain line 
 output is not a terminal."""
 
 import logging
+import os
 import re
 import sys
 import warnings
@@ -13,6 +14,9 @@ KNOWN = (
     r"register_new_resolver\(\) is deprecated",
     # MLflow's hint about kedro-mlflow's own model class, which this project does not use.
     r"Add type hints to the `predict` method",
+    # MLflow's advice to log an input example: the generator's signature is explicit
+    # (serving._signature) and an example would run a sampling at every logging.
+    r"An input example was not provided when logging the model",
 )
 _PATTERN = re.compile("|".join(KNOWN))
 
@@ -37,6 +41,21 @@ _CONSOLE_HIDDEN = {
     "kedro.framework.session": ("Kedro project %s",),
     "kedro_mlflow.framework.hooks": ("Registering new custom resolver",),
 }
+
+
+class _MlflowModelNotes(logging.Filter):
+    """MLflow's caution about pickled model objects, which it prints through its own handler at
+    every model logging: the generator's class holds no state (its weights travel as artifacts,
+    serving.log_generator), so the line says nothing about this project's models."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Passing a Python object as `python_model`")
+
+
+def quiet_mlflow_model_logging() -> None:
+    logging.getLogger("mlflow.pyfunc").addFilter(_MlflowModelNotes())
+    # The progress bar of MLflow's artifact copies (a model's dozen small files, at each logging).
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 class _ErrorsOnce(logging.Filter):
@@ -105,5 +124,6 @@ def plain_console_when_piped(stream=None) -> None:
 
 def install() -> None:
     filter_known_warnings()
+    quiet_mlflow_model_logging()
     plain_console_when_piped()
     errors_once_on_console()
