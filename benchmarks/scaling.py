@@ -167,7 +167,7 @@ def _vae(tmp: Path) -> str:
 def _features(cfg: dict, tmp: Path, encoder: bool) -> dict[str, Callable]:
     from uvit_pipeline.data.extract import extract_features
     from uvit_pipeline.encoders import autoencoder as ae
-    from uvit_pipeline.pipelines.features.nodes import launch_spec
+    from uvit_pipeline.launch import LaunchSpec
 
     root, manifest = _images(cfg, tmp)
     block = cfg["block"]
@@ -186,7 +186,7 @@ def _features(cfg: dict, tmp: Path, encoder: bool) -> dict[str, Callable]:
             extract_features(
                 root, rows, out, crop="adm", resolution=32, shard_size=block,
                 batch_size=cfg["batch"], workers=1, progress=False,
-                launch=launch_spec(launcher, cfg["device"]), device=cfg["device"], **kw,
+                launch=LaunchSpec.from_params(launcher), device=cfg["device"], **kw,
             )  # fmt: skip
             return len(rows)
 
@@ -213,7 +213,7 @@ def _coco_manifest(n: int):
 def _text(cfg: dict, tmp: Path) -> dict[str, Callable]:
     from uvit_pipeline.data.text_features import extract_text_features
     from uvit_pipeline.encoders import text
-    from uvit_pipeline.pipelines.features.nodes import launch_spec
+    from uvit_pipeline.launch import LaunchSpec
 
     sys.path.insert(0, str(ROOT))  # the tiny random CLIP text model of the tests
     from tests.conftest import save_tiny_clip
@@ -229,7 +229,7 @@ def _text(cfg: dict, tmp: Path) -> dict[str, Callable]:
             extract_text_features(
                 rows, out, encoder, encoder_spec=str(clip), batch_size=cfg["batch"],
                 shard_size=block, prompts=["a red cat"], progress=False,
-                launch=launch_spec(launcher, cfg["device"]), device=cfg["device"],
+                launch=LaunchSpec.from_params(launcher), device=cfg["device"],
             )  # fmt: skip
             return len(rows)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.pipelines.conftest import TINY
+from tests.pipelines.conftest import TINY, params_items
 from tests.pipelines.test_project import copy_project
 
 from .test_machines import free_pair
@@ -23,17 +23,6 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 KEDRO = str(Path(sys.executable).parent / "kedro")
-
-
-def flat(d: dict, prefix: str = "") -> list[str]:
-    """`{"a": {"b": 1}}` -> `["a.b=1"]`: a nested parameter dict as `kedro run --params` items."""
-    out = []
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out += flat(v, f"{prefix}{k}.")
-        else:
-            out.append(f"{prefix}{k}={json.dumps(v).replace(' ', '')}")
-    return out
 
 
 def kedro_run(project: Path, params: list[str]) -> subprocess.Popen:
@@ -54,7 +43,7 @@ def kedro_run(project: Path, params: list[str]) -> subprocess.Popen:
 
 
 def launcher(rank: int, port: int, timeout: int = 120) -> list[str]:
-    return flat(
+    return params_items(
         {
             "launcher": {
                 "num_processes": 2,
@@ -77,7 +66,7 @@ def two_machine_run(tmp_path_factory):
     """The demo DAG on 2 machines x 1 process, each machine its own `kedro run`."""
     project = copy_project(tmp_path_factory.mktemp("two-machines"))
     port = free_pair()
-    procs = [kedro_run(project, flat(TINY) + launcher(rank, port)) for rank in (0, 1)]
+    procs = [kedro_run(project, params_items(TINY) + launcher(rank, port)) for rank in (0, 1)]
     outs = [p.communicate(timeout=900)[0] for p in procs]
     return project, [p.returncode for p in procs], outs
 

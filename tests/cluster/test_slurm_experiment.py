@@ -16,7 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.pipelines.conftest import TINY
+from tests.pipelines.conftest import TINY, params_items
 from tests.pipelines.test_project import copy_project
 
 from .test_slurm_cluster import _PROBLEM, PARTITION, ROOT, _read
@@ -36,17 +36,6 @@ def catalog_versions(data: Path) -> dict[str, list[str]]:
     return found
 
 
-def dotted(params: dict, prefix: str = "") -> list[str]:
-    """`{"a": {"b": 1}}` -> ["a.b=1"], the `--params` syntax of `kedro run` (values as JSON)."""
-    out = []
-    for key, value in params.items():
-        if isinstance(value, dict):
-            out += dotted(value, f"{prefix}{key}.")
-        else:
-            out.append(f"{prefix}{key}={json.dumps(value)}")
-    return out
-
-
 def project_copy(tmp_path: Path) -> Path:
     project = tmp_path / "project"
     project.mkdir()
@@ -62,7 +51,7 @@ def submit(
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]),
-        "UVIT_PARAMS": ",".join(dotted(params)),
+        "UVIT_PARAMS": ",".join(params_items(params)),
         "UVIT_CHECK_ARGS": "--cpu",
     }
     cmd = [

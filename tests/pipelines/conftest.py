@@ -5,6 +5,7 @@ every directory a node builds lands in a temporary staging area given through `p
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import pytest
@@ -56,6 +57,18 @@ class Kept(MemoryDataset):
 
     def _release(self) -> None:
         pass
+
+
+def params_items(params: dict, prefix: str = "") -> list[str]:
+    """`{"a": {"b": [1, 2]}}` -> `["a.b=[1,2]"]`: a nested parameter dict as `kedro run --params`
+    items (values as compact JSON, so no item holds a space or a stray comma outside a value)."""
+    out = []
+    for key, value in params.items():
+        if isinstance(value, dict):
+            out += params_items(value, f"{prefix}{key}.")
+        else:
+            out.append(f"{prefix}{key}={json.dumps(value, separators=(',', ':'))}")
+    return out
 
 
 def load_params(env: str, runtime: dict | None = None) -> dict:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -83,15 +82,15 @@ def merge_blocks(folder: str | os.PathLike, what: str, n_blocks: int) -> dict[st
 
 
 def compute_blocks(
-    launcher: dict, entry: str, payload: dict, folder: Path, n_blocks: int, *, device: str
+    launch, entry: str, payload: dict, folder: Path, n_blocks: int, *, device: str
 ) -> dict[str, np.ndarray]:
-    """`entry` (`reference_part` or `score_part`) over every process of the `launcher` launch on
-    `device`, its blocks in `folder`/blocks, then merged (`merge_blocks`) in this process."""
-    from uvit_pipeline.launch import LaunchSpec, run_parallel
+    """`entry` (`reference_part` or `score_part`) over every process of `launch` (a `LaunchSpec`)
+    on `device`, its blocks in `folder`/blocks, then merged (`merge_blocks`) in this process."""
+    from uvit_pipeline.launch import run_parallel
 
     what = {"reference_part": REFERENCE, "score_part": SCORE}[entry]
     run_parallel(
-        LaunchSpec.from_params(launcher),
+        launch,
         f"{__name__}:{entry}",
         {**payload, "out": str(folder / "blocks")},
         work_dir=folder / "launch",
@@ -99,12 +98,6 @@ def compute_blocks(
         what="reference statistics" if what == REFERENCE else "scoring",
     )
     return merge_blocks(folder / "blocks", what, n_blocks)
-
-
-def discard_blocks(folder: Path) -> None:
-    """Remove a merged stage's folder (its blocks served the resume). Only the machine that runs
-    the Kedro pipeline merges (machine 0 of several: the others only compute their blocks)."""
-    shutil.rmtree(folder)
 
 
 # --- reference statistics: real images, `block_size` manifest rows per block ----------------------

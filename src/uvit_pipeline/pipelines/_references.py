@@ -6,6 +6,7 @@ Inception network."""
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ import pandas as pd
 from uvit_pipeline._io import atomic_write, read_json
 from uvit_pipeline.data.extract import load_images
 from uvit_pipeline.data.sources import array_source, training_rows
+from uvit_pipeline.launch import LaunchSpec
 from uvit_pipeline.metrics import blocks, fid
 from uvit_pipeline.metrics.network import write_network_dir
 from uvit_pipeline.pipelines._staging import manifest_id, staging_dir
@@ -100,8 +102,9 @@ def reference_statistics(
         atomic_write(rows_file, lambda f: table.to_parquet(f))
     payload["manifest"] = str(rows_file)
     n_blocks = blocks.num_blocks(n, REFERENCE_BLOCK_IMAGES)
+    launch = LaunchSpec.from_params(launcher)
     merged = blocks.compute_blocks(
-        launcher, "reference_part", payload, folder, n_blocks, device=device
+        launch, "reference_part", payload, folder, n_blocks, device=device
     )
     skipped = merged["skipped"]
     if len(skipped):
@@ -112,5 +115,5 @@ def reference_statistics(
             skipped[:5].tolist(),
         )
     mu, sigma = fid.statistics(merged["acts"])
-    blocks.discard_blocks(folder)
+    shutil.rmtree(folder)  # merged: its blocks served the resume; only machine 0 merges
     return {"mu": mu, "sigma": sigma, "network": info["network"]}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 
 from uvit_pipeline._io import read_json
@@ -167,7 +168,8 @@ def score_sample_dir(
     }
     folder = staging_dir(staging, "score-blocks", identity)
     n_blocks = blocks.num_blocks(n, size)
-    merged = blocks.compute_blocks(launcher, "score_part", payload, folder, n_blocks, device=device)
+    launch = LaunchSpec.from_params(launcher)
+    merged = blocks.compute_blocks(launch, "score_part", payload, folder, n_blocks, device=device)
     mu, sigma = statistics(merged["acts"])
     name = metric_name(METRIC_NAMES[info["network"]], spec)
     metrics = {name: frechet_distance(mu, sigma, reference_stats["mu"], reference_stats["sigma"])}
@@ -181,6 +183,6 @@ def score_sample_dir(
 
         scored = clip_score_of(merged["clip"], str(merged["meta_clip_metric"]), str(clip))
         metrics.update({k: v for k, v in scored.items() if isinstance(v, float)})
-    blocks.discard_blocks(folder)
+    shutil.rmtree(folder)  # merged: its blocks served the resume; only machine 0 merges
     log.info("Evaluation on %d samples: %s", n, json.dumps(metrics))
     return metrics

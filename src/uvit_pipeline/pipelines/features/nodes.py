@@ -15,14 +15,6 @@ from uvit_pipeline.pipelines._staging import manifest_id, staging_dir
 log = logging.getLogger(__name__)
 
 
-def launch_spec(launcher: dict, device: str) -> LaunchSpec:
-    """The launch of a data-parallel stage: the `launcher` section (as training's), its processes on
-    the CPU when the stage's own `device` is the CPU, else one GPU each."""
-    return LaunchSpec.from_params(
-        {k: v for k, v in launcher.items() if k != "cpu"}, cpu=str(device).startswith("cpu")
-    )
-
-
 def build_image_features(
     raw_images: str,
     image_manifest: pd.DataFrame,
@@ -44,7 +36,7 @@ def build_image_features(
         "resolution": features["resolution"],
         "crop": features["crop"],
     }
-    spec = launch_spec(launcher, features["device"])  # bad launcher settings fail before any work
+    spec = LaunchSpec.from_params(launcher)  # bad launcher settings fail before any work
     moments_shape = None
     if features["kind"] == "latent_moments":
         if autoencoder is None:

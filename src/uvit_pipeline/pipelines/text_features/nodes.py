@@ -9,9 +9,9 @@ import torch
 
 from uvit_pipeline.data.feature_store import FeatureStore
 from uvit_pipeline.data.text_features import extract_text_features
+from uvit_pipeline.launch import LaunchSpec
 from uvit_pipeline.models import resolve_kwargs
 from uvit_pipeline.pipelines._staging import manifest_id, staging_dir
-from uvit_pipeline.pipelines.features.nodes import launch_spec
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ def build_text_features(
     # encoders.text imports transformers (seconds): only the text-to-image environments run this
     from uvit_pipeline.encoders.text import check_clip_dim, load_text_encoder, text_encoder_identity
 
-    spec = launch_spec(launcher, text["device"])  # bad launcher settings fail before any work
+    spec = LaunchSpec.from_params(launcher)  # bad launcher settings fail before any work
     # Here for its identity and hidden size only, on the CPU: every process of the launch loads its
     # own copy on its device, in fp32 as the original (§7.3); the features are stored in fp16.
     encoder = load_text_encoder(text_encoder, device="cpu", dtype=torch.float32)
