@@ -31,7 +31,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -534,18 +533,10 @@ def stop_launched(grace_s: float = 5.0) -> None:
     with _RUNNING_LOCK:
         procs = [p for p in _RUNNING if p.poll() is None]
     for proc in procs:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGTERM)
-
-    def kill_later() -> None:
-        time.sleep(grace_s)
-        for proc in procs:
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-
-    if procs:
-        threading.Thread(target=kill_later, daemon=True).start()
+        _killpg(proc.pid, signal.SIGTERM)
+        timer = threading.Timer(grace_s, _killpg, (proc.pid, signal.SIGKILL))
+        timer.daemon = True
+        timer.start()
 
 
 # Child log lines from this logger are progress reports: the parent re-logs them (console and the
@@ -613,7 +604,8 @@ def _stop_child(proc: subprocess.Popen, log, grace_s: float, sig: int) -> None:
 
 
 def _killpg(pid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
+    """`sig` to a child's process group, unless the group has ended already."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
 
 
